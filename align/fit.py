@@ -71,6 +71,8 @@ def fit(config: FitConfig) -> FitResult:
     lm = load_frozen_lm(config.lm, config.cache_root)
     flat, offsets = corpus_caption_ids(corpus, lm, tokenize_captions)
     check_caption_ids(flat, offsets, lm.vocab_size, lambda i: corpus.records([i])[0].get("key"))
+    if resume_from is not None:
+        _check_resume_identity(config, corpus, lm)
     text = caption_vectors(lm.embeddings.to(accelerator.device), flat, offsets)
 
     model = ImageTokenTable(corpus.codebook_size, lm.d_model, seed=config.seed,
@@ -93,7 +95,7 @@ def fit(config: FitConfig) -> FitResult:
     if finished:
         retrieval = _finish(config, accelerator, model, corpus, holdout_idx, text, lm, last_loss, pairs_per_s)
     accelerator.wait_for_everyone()
-    scale = float(accelerator.unwrap_model(model).logit_scale)
+    scale = accelerator.unwrap_model(model).logit_scale.item()
     return FitResult(config.run_dir, loop.step, finished, last_loss, scale, retrieval, pairs_per_s)
 
 
@@ -131,6 +133,22 @@ def _prepare_run_dir(config: FitConfig) -> Path | None:
         raise TokalignError(f"--resume with settings that differ from the run's ({', '.join(changed)}); "
                             "resume with the original settings or start a new --run")
     return checkpoints[-1]
+
+
+def _check_resume_identity(config: FitConfig, corpus: Corpus, lm) -> None:
+    """A resumed run must see the same codebook, d_model and LM embeddings it started with."""
+    saved = rd.read_json(config.run_dir / rd.CONFIG)
+    fix = "resume with the original --corpus and --lm, or start a new --run"
+    was_codebook = saved["corpus"]["image_tokenizer"]["codebook_size"]
+    if was_codebook != corpus.codebook_size:
+        raise TokalignError(f"the run was fit on a {was_codebook}-code image tokenizer, this corpus has "
+                            f"{corpus.codebook_size} codes; {fix}")
+    if saved["lm"]["d_model"] != lm.d_model:
+        raise TokalignError(f"the run was fit against d_model {saved['lm']['d_model']}, this LM has {lm.d_model}; {fix}")
+    if saved["lm"]["embedding_sha256"] != lm.embedding_sha256:
+        raise TokalignError(f"the LM's embeddings differ from the ones the run was fit against; {fix}")
+    if saved["corpus"]["image_tokenizer"].get("sha256") != corpus.image_tokenizer.get("sha256"):
+        raise TokalignError(f"the corpus was made with another image tokenizer than the run's; {fix}")
 
 
 def _optimizer(model: ImageTokenTable, config: FitConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -223,7 +241,7 @@ class _Loop:
         return loss
 
     def _log(self, metrics, bar, step: int, loss: float, pairs_per_s: float) -> None:
-        scale = float(self.acc.unwrap_model(self.model).logit_scale)
+        scale = self.acc.unwrap_model(self.model).logit_scale.item()
         row = {"step": step + 1, "epoch": step // self.steps_per_epoch, "loss": loss, "logit_scale": scale,
                "temperature": math.exp(-scale), "lr": self._lr, "pairs_per_s": pairs_per_s}
         if metrics is not None:
@@ -255,7 +273,7 @@ def _finish(config, accelerator, model, corpus, holdout_idx, text, lm, last_loss
         return None
     table = accelerator.unwrap_model(model)
     retrieval = evaluate_holdout(table, corpus, holdout_idx, text) if len(holdout_idx) else None
-    scale = float(table.logit_scale)
+    scale = table.logit_scale.item()
     save_table(config.run_dir / rd.TABLE, table.weight, scale, {
         "lm": lm.identity, "lm_spec": lm.spec, "lm_embedding_sha256": lm.embedding_sha256, "d_model": lm.d_model,
         "codebook_size": corpus.codebook_size, "image_tokenizer": corpus.image_tokenizer, "steps": config.steps,

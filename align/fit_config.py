@@ -81,8 +81,11 @@ class FitConfig:
         return out
 
     def trajectory(self) -> dict[str, Any]:
-        """The settings that decide the trained values; a resumed run must match them."""
-        keep = ("lm", "steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "betas",
+        """The settings that decide the trained values; a resumed run must match them.
+
+        The LM and corpus are checked by identity (hashes), not by how they were named.
+        """
+        keep = ("steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "betas",
                 "eps", "init_logit_scale", "max_logit_scale", "holdout", "seed")
         out = {k: getattr(self, k) for k in keep}
         out["betas"] = list(self.betas)

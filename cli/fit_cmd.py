@@ -1,0 +1,54 @@
+"""``tokalign fit``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tokalign.align.fit_config import DEFAULT_LM, DEVICES, FitConfig
+
+
+@click.command()
+@click.option("--corpus", type=click.Path(path_type=Path), required=True, help="Corpus folder (from `tokalign demo-corpus` or `tokalign tokenize`).")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="Run folder to write (or continue with --resume).")
+@click.option("--lm", default=DEFAULT_LM, show_default=True, help="Frozen LM: the default alias, an HF model id, a local folder or a .gguf file.")
+@click.option("--steps", type=int, default=1000, show_default=True, help="Optimizer steps.")
+@click.option("--batch-size", type=int, default=1024, show_default=True, help="Pairs per global batch (split across processes).")
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--warmup-steps", type=int, default=100, show_default=True, help="Linear warm-up steps before the cosine decay.")
+@click.option("--min-lr-ratio", type=float, default=0.05, show_default=True, help="Cosine floor as a fraction of the peak.")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="AdamW weight decay on the table.")
+@click.option("--holdout", type=int, default=1024, show_default=True, help="Pairs held out for retrieval evaluation.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initialization, split and data order.")
+@click.option("--log-every", type=int, default=10, show_default=True, help="Steps between metrics.jsonl rows.")
+@click.option("--checkpoint-every", type=int, default=250, show_default=True, help="Steps between checkpoints.")
+@click.option("--keep-checkpoints", type=int, default=2, show_default=True, help="How many recent checkpoints to keep.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to train (multi-process: `accelerate launch`).")
+@click.option("--resume", is_flag=True, help="Continue the run in --run from its last checkpoint.")
+@click.option("--stop-after", type=int, default=None, help="End this invocation after N steps (checkpointed), e.g. on time-limited jobs.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache for derived LM weights [default: $TOKALIGN_CACHE or ~/.cache/tokalign].")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def fit(corpus, run_dir, lm, steps, batch_size, lr, warmup_steps, min_lr_ratio, weight_decay, holdout, seed, log_every,
+        checkpoint_every, keep_checkpoints, device, resume, stop_after, cache_dir, no_progress) -> None:
+    """Fit image-token embeddings to a frozen LM's token embeddings (paper, section 3.2)."""
+    from tokalign.align.fit import fit as run_fit
+
+    config = FitConfig(corpus=corpus, run_dir=run_dir, lm=lm, steps=steps, batch_size=batch_size, lr=lr,
+                       warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, weight_decay=weight_decay,
+                       holdout=holdout, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
+                       keep_checkpoints=keep_checkpoints, device=device, resume=resume, stop_after=stop_after,
+                       cache_root=cache_dir, progress=not no_progress)
+    result = run_fit(config)
+    if not result.finished:
+        click.echo(f"stopped at step {result.steps}/{steps}; continue with `tokalign fit --resume` and the same options")
+        return
+    click.echo(f"run: {result.run_dir}")
+    click.echo(f"final loss {result.final_loss:.4f}   temperature {result.temperature:.4f} "
+               f"(logit scale {result.logit_scale:.3f})   {result.pairs_per_s:,.0f} pairs/s")
+    if result.retrieval:
+        r = result.retrieval
+        click.echo(f"held-out retrieval over {r['pairs']} pairs (chance in brackets):")
+        for direction, name in (("i2t", "image->text"), ("t2i", "text->image")):
+            cells = "   ".join(f"{k} {v:.3f} [{r['chance'][k]:.4f}]" for k, v in r[direction].items() if k in ("R@1", "R@5"))
+            click.echo(f"  {name}: {cells}")

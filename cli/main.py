@@ -1,0 +1,57 @@
+"""The ``tokalign`` console script: a click group and its error policy.
+
+A command builds a config and calls one library function.  Problems the user
+can fix (``TokalignError``, bad option values) print one line and exit with
+status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from tokalign.align.errors import TokalignError
+
+from .corpus_cmd import demo_corpus
+from .fit_cmd import fit
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def cli(verbose: int, quiet: bool) -> None:
+    """tokalign: align VQ image tokens with a frozen language model's token embeddings."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="tokalign: %(message)s", stream=sys.stderr, force=True)
+    for noisy in ("accelerate", "transformers", "faiss", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+cli.add_command(fit)
+cli.add_command(demo_corpus)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the group, turning user errors into one line and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="tokalign", standalone_mode=False)
+    except TokalignError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
