@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tokalign-installed
 DEMO_CORPUS ?= data/shapes
 DEMO_RUN ?= runs/demo
-DEMO_STEPS ?= 300
+DEMO_STEPS ?= 800
 
 .PHONY: install demo test bench clean
 

@@ -28,8 +28,8 @@ class FitConfig:
     lm: str = DEFAULT_LM
     steps: int = 1000
     batch_size: int = 1024
-    lr: float = 2e-3
-    warmup_steps: int = 100
+    lr: float = 5e-2
+    warmup_steps: int = 40
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.98)
