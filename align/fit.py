@@ -51,6 +51,7 @@ class FitResult:
     logit_scale: float
     retrieval: dict | None
     pairs_per_s: float
+    main_process: bool = True
 
     @property
     def temperature(self) -> float:
@@ -96,14 +97,17 @@ def fit(config: FitConfig) -> FitResult:
         retrieval = _finish(config, accelerator, model, corpus, holdout_idx, text, lm, last_loss, pairs_per_s)
     accelerator.wait_for_everyone()
     scale = accelerator.unwrap_model(model).logit_scale.item()
-    return FitResult(config.run_dir, loop.step, finished, last_loss, scale, retrieval, pairs_per_s)
+    return FitResult(config.run_dir, loop.step, finished, last_loss, scale, retrieval, pairs_per_s,
+                     accelerator.is_main_process)
 
 
 # ------------------------------------------------------------------ set-up
 def _accelerator(config: FitConfig, accelerator_cls):
     if config.device == "cuda" and not torch.cuda.is_available():
         raise TokalignError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    return accelerator_cls(cpu=config.device == "cpu")
+    # without a GPU, "auto" must still say cpu=True: Accelerate only then treats
+    # torchrun-launched CPU processes as one gloo group instead of N lone runs
+    return accelerator_cls(cpu=config.device == "cpu" or not torch.cuda.is_available())
 
 
 def _check_sizes(config: FitConfig, train_items: int, world: int) -> None:

@@ -40,6 +40,8 @@ def fit(corpus, run_dir, lm, steps, batch_size, lr, warmup_steps, min_lr_ratio, 
                        keep_checkpoints=keep_checkpoints, device=device, resume=resume, stop_after=stop_after,
                        cache_root=cache_dir, progress=not no_progress)
     result = run_fit(config)
+    if not result.main_process:
+        return
     if not result.finished:
         click.echo(f"stopped at step {result.steps}/{steps}; continue with `tokalign fit --resume` and the same options")
         return
