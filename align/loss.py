@@ -41,12 +41,14 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
     Features must already be L2-normalized; ``logit_scale`` is the log of the
     inverse temperature (the logits are ``exp(logit_scale) * cos``).
     """
-    rank, _ = _world()
-    all_images = gather_with_grad(image_features)
-    all_texts = gather_with_grad(text_features)
+    rank, world = _world()
     scale = logit_scale.exp()
-    logits_per_image = scale * image_features @ all_texts.T
-    logits_per_text = scale * text_features @ all_images.T
+    if world == 1:  # one process: text->image logits are the transpose
+        logits_per_image = scale * image_features @ text_features.T
+        logits_per_text = logits_per_image.T
+    else:
+        logits_per_image = scale * image_features @ gather_with_grad(text_features).T
+        logits_per_text = scale * text_features @ gather_with_grad(image_features).T
     local = image_features.shape[0]
     labels = torch.arange(local, device=image_features.device) + rank * local
     return 0.5 * (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels))
