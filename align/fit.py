@@ -123,11 +123,12 @@ def _prepare_run_dir(config: FitConfig) -> Path | None:
     """Validate the run folder against --resume; return the checkpoint to resume from."""
     run = config.run_dir
     has_config = (run / rd.CONFIG).is_file()
+    checkpoints = list_checkpoints(run / rd.CHECKPOINTS)
     if not config.resume:
-        if has_config:
+        # a run stopped before its first checkpoint holds nothing worth keeping: start it again
+        if has_config and (checkpoints or (run / rd.TABLE).is_file()):
             raise TokalignError(f"run folder {run} already holds a fit; pass --resume to continue it or choose another --run")
         return None
-    checkpoints = list_checkpoints(run / rd.CHECKPOINTS)
     if not has_config or not checkpoints:
         raise TokalignError(f"nothing to resume in {run}: it holds no checkpoint; drop --resume to start a new fit")
     saved = rd.read_json(run / rd.CONFIG)

@@ -95,3 +95,12 @@ def test_fit_on_shapes_reaches_heldout_recall_far_above_chance(shapes_corpus, tm
     assert r["t2i"]["R@5"] > 10 * r["chance"]["R@5"]
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved == r
+
+
+def test_a_fit_stopped_before_its_first_checkpoint_can_simply_start_again(synthetic_corpus, tmp_path, tiny_lm, lm_cache):
+    corpus = synthetic_corpus()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # what an interruption before the first checkpoint leaves
+    result = fit(_config(corpus, run, tiny_lm, lm_cache))
+    assert result.finished and (run / "table.safetensors").is_file()
