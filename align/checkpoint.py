@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from . import atomic
@@ -61,7 +62,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     try:
         trainer = json.loads((path / "trainer.json").read_text())
         tensors = load_file(str(path / "state.safetensors"))
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise TokalignError(f"checkpoint {path} is damaged ({exc}); delete it to resume from an earlier one") from None
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     for key, value in model.state_dict().items():

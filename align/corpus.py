@@ -286,6 +286,10 @@ def open_corpus(root: str | os.PathLike) -> Corpus:
         tokens_per_image = int(manifest["tokens_per_image"])
         codebook_size = int(manifest["image_tokenizer"]["codebook_size"])
         entries = list(manifest["shards"])
+        for entry in entries:
+            if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
+                    and isinstance(entry.get("items"), int) and isinstance(entry.get("bytes"), int)):
+                raise ValueError("bad shard entry")
     except (KeyError, TypeError, ValueError):
         raise TokalignError(f"{root / MANIFEST} lacks required fields; rebuild the corpus") from None
     shards, start = [], 0

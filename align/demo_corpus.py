@@ -66,6 +66,9 @@ def build_demo_corpus(config: DemoCorpusConfig, overwrite: bool = False) -> Path
     from .kmeans_tokenizer import PatchKMeansTokenizer
     from .lm import load_frozen_lm, tokenize_captions
 
+    out = config.out
+    if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise TokalignError(f"{out} exists and is not a tokalign corpus; pass a new or empty --out folder")
     if (config.out / "manifest.json").exists() and not overwrite:
         raise TokalignError(f"{config.out} already holds a corpus; remove it or pass --force to rebuild it")
     lm = load_frozen_lm(config.lm, config.cache_root)

@@ -69,6 +69,9 @@ def fit(config: FitConfig) -> FitResult:
     train_idx, holdout_idx = holdout_split(corpus.items, config.holdout, config.seed)
     _check_sizes(config, len(train_idx), accelerator.num_processes)
     resume_from = _prepare_run_dir(config)
+    if resume_from is not None and (done := _already_finished(config, resume_from)) is not None:
+        log.info("%s already finished all %d steps; nothing to resume", config.run_dir, config.steps)
+        return done
     lm = load_frozen_lm(config.lm, config.cache_root)
     flat, offsets = corpus_caption_ids(corpus, lm, tokenize_captions)
     check_caption_ids(flat, offsets, lm.vocab_size, lambda i: corpus.records([i])[0].get("key"))
@@ -122,6 +125,8 @@ def _check_sizes(config: FitConfig, train_items: int, world: int) -> None:
 def _prepare_run_dir(config: FitConfig) -> Path | None:
     """Validate the run folder against --resume; return the checkpoint to resume from."""
     run = config.run_dir
+    if run.exists() and not run.is_dir():
+        raise TokalignError(f"--run {run} is a file, not a folder; choose another --run")
     has_config = (run / rd.CONFIG).is_file()
     checkpoints = list_checkpoints(run / rd.CHECKPOINTS)
     if not config.resume:
@@ -138,6 +143,16 @@ def _prepare_run_dir(config: FitConfig) -> Path | None:
         raise TokalignError(f"--resume with settings that differ from the run's ({', '.join(changed)}); "
                             "resume with the original settings or start a new --run")
     return checkpoints[-1]
+
+
+def _already_finished(config: FitConfig, checkpoint: Path) -> FitResult | None:
+    """The result of a run whose last checkpoint is its final step and whose table is written."""
+    summary_path = config.run_dir / rd.SUMMARY
+    if checkpoint.name != f"step_{config.steps}" or not summary_path.is_file() or not (config.run_dir / rd.TABLE).is_file():
+        return None
+    summary = rd.read_json(summary_path)
+    return FitResult(config.run_dir, config.steps, True, summary["final_loss"], summary["logit_scale"],
+                     summary.get("holdout"), summary["pairs_per_s"])
 
 
 def _check_resume_identity(config: FitConfig, corpus: Corpus, lm) -> None:
@@ -206,6 +221,7 @@ class _Loop:
 
     def run(self, start: int) -> tuple[float, float]:
         cfg = self.config
+        self.step = start
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
         metrics = rd.MetricsLog(cfg.run_dir / rd.METRICS, start) if self.acc.is_main_process else None
         bar = _progress(cfg, self.acc, start, end)

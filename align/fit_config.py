@@ -55,15 +55,15 @@ class FitConfig:
             object.__setattr__(self, "cache_root", Path(self.cache_root))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         _positive_int(self, "steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints")
-        _nonnegative_int(self, "warmup_steps", "holdout")
+        _nonnegative_int(self, "warmup_steps", "holdout", "seed")
         if self.batch_size < 2:
             raise TokalignError(f"--batch-size {self.batch_size} is too small: a contrastive batch needs at least 2 pairs")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TokalignError(f"--lr {self.lr} must be a positive number")
         if not 0 <= self.min_lr_ratio <= 1:
             raise TokalignError(f"--min-lr-ratio {self.min_lr_ratio} must lie in [0, 1]")
-        if self.weight_decay < 0:
-            raise TokalignError(f"--weight-decay {self.weight_decay} must be >= 0")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise TokalignError(f"--weight-decay {self.weight_decay} must be a finite number >= 0")
         if not all(0 <= b < 1 for b in self.betas) or self.eps <= 0:
             raise TokalignError("AdamW betas must lie in [0, 1) and eps must be > 0")
         if self.init_logit_scale > self.max_logit_scale:

@@ -166,7 +166,7 @@ class PatchKMeansTokenizer:
     # ------------------------------------------------------------ encode / decode
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """Tokens (N, grid*grid) uint16 of images (N, image_size, image_size, 3) uint8."""
+        """Tokens (N, grid*grid) uint16 of images (N, image_size, image_size, 3) uint8 (or one image)."""
         images = _check_images(images, self.image_size)
         out = np.empty((len(images), self.tokens_per_image), dtype=np.uint16)
         for start in range(0, len(images), _ENCODE_BATCH):
@@ -176,7 +176,7 @@ class PatchKMeansTokenizer:
         return out
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
-        """Images (N, image_size, image_size, 3) uint8 pasted from the centroids of ``tokens``."""
+        """Images (N, image_size, image_size, 3) uint8 pasted from the centroids of ``tokens`` (N, grid*grid)."""
         tokens = np.asarray(tokens)
         if tokens.ndim == 1:
             tokens = tokens[None]

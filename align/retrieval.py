@@ -33,5 +33,6 @@ def _recall(queries: torch.Tensor, gallery: torch.Tensor, ks: tuple[int, ...], c
         # equal scores at a lower index also rank ahead
         cols = torch.arange(n, device=sims.device)[None, :]
         ahead += ((sims == own) & (cols < torch.arange(lo, lo + sims.shape[0], device=sims.device)[:, None])).sum(1)
+        ahead[torch.isnan(own[:, 0])] = n  # a NaN score is a miss, never a tie
         ranks[lo:lo + sims.shape[0]] = ahead.cpu()
     return {f"R@{k}": float((ranks < k).float().mean()) for k in ks}
