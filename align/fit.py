@@ -226,6 +226,7 @@ class _Loop:
         metrics = rd.MetricsLog(cfg.run_dir / rd.METRICS, start) if self.acc.is_main_process else None
         bar = _progress(cfg, self.acc, start, end)
         loss_value, pairs_per_s, window_start, window_steps = float("nan"), 0.0, time.perf_counter(), 0
+        run_start = window_start
         with ThreadPoolExecutor(max_workers=1) as pool:
             upcoming = pool.submit(self._prepare, start) if start < end else None
             for step in range(start, end):
@@ -244,6 +245,8 @@ class _Loop:
                     self._checkpoint()
         if bar is not None:
             bar.close()
+        if end > start:  # report the whole invocation's throughput, not the last window's
+            pairs_per_s = (end - start) * cfg.batch_size / max(time.perf_counter() - run_start, 1e-9)
         return loss_value, pairs_per_s
 
     def _train_step(self, step: int, indices: np.ndarray, bags) -> torch.Tensor:
