@@ -47,7 +47,7 @@ def make_step(batch: int, vocab: int, d: int, fast: bool, seed: int = 0):
         opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             scale.clamp_(max=MAX_LOGIT_SCALE)
-        return float(loss)
+        return loss.item()
 
     return step
 
