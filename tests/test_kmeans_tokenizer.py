@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import tokalign.align.kmeans_fit as kfit
 import tokalign.align.kmeans_tokenizer as km
 from tokalign.align.errors import TokalignError
 from tokalign.align.kmeans_tokenizer import PatchKMeansTokenizer
@@ -135,10 +136,10 @@ def test_code_shares_sum_to_k_within_cell_sizes():
     sizes = np.array([5, 0, 100, 1, 40])
     score = np.array([0.0, 0.0, 9.0, 5.0, 1.0])
     for k in (4, 10, 60, 146):
-        shares = km._allocate(score, sizes, k)
+        shares = kfit._allocate(score, sizes, k)
         assert shares.sum() == k and (shares <= sizes).all()
         assert (shares[sizes > 0] >= 1).all() and shares[1] == 0
-    assert km._allocate(score, sizes, 60)[2] > km._allocate(score, sizes, 60)[4]
+    assert kfit._allocate(score, sizes, 60)[2] > kfit._allocate(score, sizes, 60)[4]
 
 
 def test_patch_deduplication_is_exact_even_when_hashes_collide(monkeypatch):
@@ -231,7 +232,7 @@ def test_priority_sample_keeps_exactly_cap_rows_and_every_heavy_row():
     x = np.arange(1000)[:, None]
     w = np.ones(1000)
     w[:5] = 1e6  # five very frequent patches
-    kept, weights = km._priority_sample(x, w, 100, rng)
+    kept, weights = kfit.priority_sample(x, w, 100, rng)
     assert len(kept) == 100 and set(range(5)) <= set(kept[:, 0].tolist())
     light = weights[kept[:, 0] >= 5]
     assert np.allclose(light, light[0]) and light[0] > 5  # each stands for ~10 unkept rows
