@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_fit_step.py
+	$(BIN)/python benchmarks/bench_fit_step.py $(if $(wildcard $(DEMO_CORPUS)/manifest.json),--corpus $(DEMO_CORPUS))
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache

@@ -241,7 +241,7 @@ def _read_jsonl(path: Path, expected: int) -> list[dict]:
 def _read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     if not root.is_dir():
-        raise TokalignError(f"corpus folder {root} does not exist; build one with `tokalign demo-corpus` or `tokalign tokenize`")
+        raise TokalignError(f"corpus folder {root} does not exist; build one with `tokalign demo-corpus`")
     if not path.is_file():
         raise TokalignError(f"{root} has no {MANIFEST}: it is not a tokalign corpus or its build did not finish; rebuild it")
     try:
