@@ -38,8 +38,7 @@ def check_caption_ids(flat_ids: np.ndarray, offsets: np.ndarray, vocab_size: int
     empty = np.flatnonzero(lengths == 0)
     if empty.size:
         which = f"item {int(empty[0])}" + (f" (key {records(int(empty[0]))!r})" if records else "")
-        raise TokalignError(f"{empty.size} caption(s) are empty, first at {which}; drop them from the corpus "
-                            "(re-run `tokalign tokenize`, which skips empty captions)")
+        raise TokalignError(f"{empty.size} caption(s) are empty, first at {which}; rebuild the corpus without them")
     if flat_ids.size and (int(flat_ids.max()) >= vocab_size or int(flat_ids.min()) < 0):
         raise TokalignError(f"caption token id {int(flat_ids.max())} is outside the LM vocabulary ({vocab_size}); "
                             "the corpus was tokenized for another LM: pass the matching --lm or re-tokenize")

@@ -10,7 +10,7 @@ from tokalign.align.fit_config import DEFAULT_LM, DEVICES, FitConfig
 
 
 @click.command()
-@click.option("--corpus", type=click.Path(path_type=Path), required=True, help="Corpus folder (from `tokalign demo-corpus` or `tokalign tokenize`).")
+@click.option("--corpus", type=click.Path(path_type=Path), required=True, help="Corpus folder (see the corpus format in README.md; `tokalign demo-corpus` builds one).")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="Run folder to write (or continue with --resume).")
 @click.option("--lm", default=DEFAULT_LM, show_default=True, help="Frozen LM: the default alias, an HF model id, a local folder or a .gguf file.")
 @click.option("--steps", type=int, default=1000, show_default=True, help="Optimizer steps.")
