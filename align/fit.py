@@ -168,6 +168,9 @@ def _check_resume_identity(config: FitConfig, corpus: Corpus, lm) -> None:
         raise TokalignError(f"the LM's embeddings differ from the ones the run was fit against; {fix}")
     if saved["corpus"]["image_tokenizer"].get("sha256") != corpus.image_tokenizer.get("sha256"):
         raise TokalignError(f"the corpus was made with another image tokenizer than the run's; {fix}")
+    if saved["corpus"]["items"] != corpus.items:
+        raise TokalignError(f"the run was fit on a corpus of {saved['corpus']['items']} pairs, this one has "
+                            f"{corpus.items} (its held-out split would change); {fix}")
 
 
 def _optimizer(model: ImageTokenTable, config: FitConfig, device: torch.device) -> torch.optim.Optimizer:

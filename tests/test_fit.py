@@ -104,3 +104,12 @@ def test_a_fit_stopped_before_its_first_checkpoint_can_simply_start_again(synthe
     (run / "config.json").write_text("{}")  # what an interruption before the first checkpoint leaves
     result = fit(_config(corpus, run, tiny_lm, lm_cache))
     assert result.finished and (run / "table.safetensors").is_file()
+
+
+def test_resume_refuses_a_corpus_of_another_size(synthetic_corpus, tmp_path, tiny_lm, lm_cache):
+    from tokalign.align.errors import TokalignError
+
+    fit(_config(synthetic_corpus("a", items=96), tmp_path / "run", tiny_lm, lm_cache, stop_after=3))
+    other = synthetic_corpus("b", items=120)  # same image tokenizer identity, other pairs
+    with pytest.raises(TokalignError, match="96 pairs, this one has 120"):
+        fit(_config(other, tmp_path / "run", tiny_lm, lm_cache, resume=True))
