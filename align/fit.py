@@ -81,7 +81,7 @@ def fit(config: FitConfig) -> FitResult:
     model = ImageTokenTable(corpus.codebook_size, lm.d_model, seed=config.seed,
                             init_row_norm=float(lm.embeddings.norm(dim=1).mean()),
                             init_logit_scale=config.init_logit_scale)
-    optimizer = _optimizer(model, config, accelerator.device)
+    optimizer = _optimizer(model, config)
     model, optimizer = accelerator.prepare(model, optimizer)
     start = 0
     if resume_from is not None:
@@ -91,7 +91,7 @@ def fit(config: FitConfig) -> FitResult:
         _write_config(config, corpus, lm, holdout_idx, accelerator.num_processes)
         rd.store_lm(config.run_dir, lm)
     accelerator.wait_for_everyone()
-    loop = _Loop(config, accelerator, model, optimizer, corpus, train_idx, text, lm)
+    loop = _Loop(config, accelerator, model, optimizer, corpus, train_idx, text)
     last_loss, pairs_per_s = loop.run(start)
     finished = loop.step >= config.steps
     retrieval = None
@@ -173,7 +173,7 @@ def _check_resume_identity(config: FitConfig, corpus: Corpus, lm) -> None:
                             f"{corpus.items} (its held-out split would change); {fix}")
 
 
-def _optimizer(model: ImageTokenTable, config: FitConfig, device: torch.device) -> torch.optim.Optimizer:
+def _optimizer(model: ImageTokenTable, config: FitConfig) -> torch.optim.Optimizer:
     groups = [{"params": [model.weight], "weight_decay": config.weight_decay},
               {"params": [model.logit_scale], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=True)
@@ -204,7 +204,7 @@ def _write_config(config: FitConfig, corpus: Corpus, lm, holdout_idx: np.ndarray
 class _Loop:
     """The optimizer steps, with batches prepared one step ahead on a worker thread."""
 
-    def __init__(self, config, accelerator, model, optimizer, corpus, train_idx, text, lm) -> None:
+    def __init__(self, config, accelerator, model, optimizer, corpus, train_idx, text) -> None:
         self.config, self.acc, self.model, self.optimizer = config, accelerator, model, optimizer
         self.corpus, self.train_idx, self.text = corpus, train_idx, text
         self.steps_per_epoch = len(train_idx) // config.batch_size
