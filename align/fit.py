@@ -190,7 +190,7 @@ def _write_config(config: FitConfig, corpus: Corpus, lm, holdout_idx: np.ndarray
         "config": config.to_json(), "trajectory": config.trajectory(),
         "lm": {"spec": lm.spec, "identity": lm.identity, "embedding_sha256": lm.embedding_sha256,
                "vocab_size": lm.vocab_size, "d_model": lm.d_model},
-        "corpus": {"path": str(corpus.root), "items": corpus.items, "image_tokenizer": corpus.image_tokenizer,
+        "corpus": {"path": str(corpus.root.resolve()), "items": corpus.items, "image_tokenizer": corpus.image_tokenizer,
                    "text_tokenizer": corpus.text_tokenizer},
         "split": {"holdout": [int(i) for i in holdout_idx], "train_items": corpus.items - len(holdout_idx)},
         "processes": world,
