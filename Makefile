@@ -24,6 +24,10 @@ demo: $(STAMP)
 	$(BIN)/tokalign demo-corpus --out $(DEMO_CORPUS) --if-missing
 	rm -rf $(DEMO_RUN)
 	$(BIN)/tokalign fit --corpus $(DEMO_CORPUS) --run $(DEMO_RUN) --steps $(DEMO_STEPS)
+	@for t in 405 4096 12000; do $(BIN)/tokalign neighbors --run $(DEMO_RUN) --image-token $$t -k 5 || exit 1; done
+	$(BIN)/tokalign neighbors --run $(DEMO_RUN) --text-token " red" -k 8 --show $(DEMO_RUN)/red_neighbors.png
+	$(BIN)/tokalign report --run $(DEMO_RUN)
+	$(BIN)/tokalign export --run $(DEMO_RUN) --to generator-init --out $(DEMO_RUN)/generator_init.safetensors
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

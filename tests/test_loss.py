@@ -65,8 +65,10 @@ def _worker(rank, world, port, img, txt, scale, out):
             t /= world
         total = loss.detach().clone()
         dist.all_reduce(total)
-        if rank == 0:
-            out.update(loss=total / world, g_img=table_img.grad, g_txt=table_txt.grad, g_scale=s.grad)
+        if rank == 0:  # plain arrays: tensors shared across processes must not outlive their owner
+            out.update(loss=(total / world).numpy(), g_img=table_img.grad.numpy(), g_txt=table_txt.grad.numpy(),
+                       g_scale=s.grad.numpy())
+        dist.barrier()  # no rank tears the group down while another still talks to it
     finally:
         dist.destroy_process_group()
 
@@ -84,7 +86,7 @@ def test_processes_sharing_a_batch_give_the_single_process_loss_and_gradients(wo
     out = manager.dict()
     mp.spawn(_worker, args=(world, _free_port(), img, txt, scale, out), nprocs=world, join=True)
 
-    torch.testing.assert_close(out["loss"], single.detach())
-    torch.testing.assert_close(out["g_img"], a.grad)
-    torch.testing.assert_close(out["g_txt"], b.grad)
-    torch.testing.assert_close(out["g_scale"], s.grad)
+    torch.testing.assert_close(torch.from_numpy(out["loss"]), single.detach())
+    torch.testing.assert_close(torch.from_numpy(out["g_img"]), a.grad)
+    torch.testing.assert_close(torch.from_numpy(out["g_txt"]), b.grad)
+    torch.testing.assert_close(torch.from_numpy(out["g_scale"]), s.grad)
