@@ -78,3 +78,20 @@ def synthetic_corpus(tmp_path, tiny_lm, lm_cache):
 
     lm = load_frozen_lm(tiny_lm, lm_cache)
     return lambda name="corpus", **kw: write_synthetic_corpus(tmp_path / name, lm, **kw)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The CLI calls ``logging.basicConfig(force=True)`` on a captured stderr; undo that after each test."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)

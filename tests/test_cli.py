@@ -10,7 +10,6 @@ refused ``--resume`` leaves the run folder exactly as it was, and no stray
 from __future__ import annotations
 
 import json
-import logging
 import re
 import subprocess
 import sys
@@ -21,25 +20,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tokalign.cli.main import cli, main
+from tokalign.cli.main import cli
+from cli_run import refused, run_main
 
 FAST = ("--steps", "4", "--batch-size", "16", "--holdout", "16", "--warmup-steps", "1", "--lr", "0.01")
 
 
 # ------------------------------------------------------------------ helpers
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """The CLI calls ``logging.basicConfig(force=True)`` on a captured stderr; undo that after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
 
 
 def lm_args(tiny_lm, lm_cache) -> list[str]:
@@ -55,27 +42,8 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    """Run the real entry point ``main``; return (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def refused(capsys, *args) -> str:
-    """Assert the policy for bad input (exit 2, one error line, no traceback); return that line."""
-    code, out, err = run_main(capsys, *args)
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("tokalign:")]
-    assert "Traceback" not in err and "Traceback" not in out
-    assert code == 2, f"exit {code}, stderr: {err!r}"
-    assert len(lines) == 1, f"expected one error line, got: {lines!r}"
-    assert lines[0].lower().startswith("error:"), lines[0]
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 
 import pytest
@@ -17,25 +16,13 @@ from tokalign.align.export import (EXPORT_TARGETS, SPECIAL_TOKENS, ExportConfig,
 from tokalign.align.fit import fit
 from tokalign.align.fit_config import FitConfig
 from tokalign.align.lm import load_frozen_lm
+from cli_run import refused, run_main
 from tokalign.align.table import load_table
-from tokalign.cli.main import main
 
 FAST = dict(steps=6, batch_size=16, holdout=16, warmup_steps=2, log_every=3, checkpoint_every=100, progress=False, lr=1e-2)
 CODEBOOK = 64
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
@@ -60,24 +47,8 @@ def exported(run, tmp_path_factory):
     return out
 
 
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def refused(capsys, *args) -> str:
-    code, out, err = run_main(capsys, *args)
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("tokalign:")]
-    assert "Traceback" not in err + out and out == ""
-    assert code == 2, f"exit {code}, stderr: {err!r}"
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
 
 
 def rewrite(src, dst, *, metadata=None, tensors=None):

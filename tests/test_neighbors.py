@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 
 import numpy as np
@@ -14,27 +13,14 @@ from tokalign.align.errors import TokalignError
 from tokalign.align.fit import fit
 from tokalign.align.fit_config import FitConfig
 from tokalign.align.lm import load_frozen_lm
-from tokalign.cli.main import main
 from tokalign.probes.neighbors import NeighborsQuery, exact_ip_search, find_neighbors
+from cli_run import refused, run_main
 from tokalign.probes.token_text import BYTE_LEVEL, METASPACE, PLAIN, detect_mode, display_token, visible
 
 FAST = dict(steps=6, batch_size=16, holdout=16, warmup_steps=2, log_every=3, checkpoint_every=100, progress=False, lr=1e-2)
 
 
 # ------------------------------------------------------------------ fixtures and helpers
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """The CLI calls ``logging.basicConfig(force=True)`` on a captured stderr; undo that after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
@@ -61,25 +47,8 @@ def shapes_run(tmp_path_factory, shapes_corpus, tiny_lm, lm_cache):
     return out
 
 
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def refused(capsys, *args) -> str:
-    """Exit 2, one ``error:`` line on stderr, no traceback, nothing on stdout; return the line."""
-    code, out, err = run_main(capsys, *args)
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("tokalign:")]
-    assert "Traceback" not in err + out and out == ""
-    assert code == 2, f"exit {code}, stderr: {err!r}"
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
 
 
 def brute_force(query: torch.Tensor, database: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
