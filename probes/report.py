@@ -139,16 +139,17 @@ def _open_corpus(config: ReportConfig, saved: dict):
 @torch.no_grad()
 def _holdout_retrieval(corpus, saved: dict, table: np.ndarray, text: np.ndarray, vocab) -> dict | None:
     from tokalign.align.bags import bags_from_tokens, image_vectors
+    from tokalign.align.captions import caption_vectors
     from tokalign.align.loss import normalize
     from tokalign.align.retrieval import recall_at_k
 
     holdout = np.asarray(saved["split"]["holdout"], dtype=np.int64)
     if holdout.size == 0:
         return None
-    captions = corpus.captions(holdout)
-    ids = [vocab.encode(c) for c in captions]
-    embeddings = torch.from_numpy(text)
-    caption_vecs = normalize(torch.stack([embeddings[torch.tensor(x, dtype=torch.long)].mean(0) for x in ids]))
+    ids = [vocab.encode(c) for c in corpus.captions(holdout)]
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in ids], out=offsets[1:])
+    caption_vecs = caption_vectors(torch.from_numpy(text), np.concatenate(ids).astype(np.int64), offsets)
     image_vecs = normalize(image_vectors(torch.from_numpy(table), bags_from_tokens(corpus.image_tokens(holdout), len(table))))
     return recall_at_k(image_vecs, caption_vecs, ks=(1, 5, 10))
 

@@ -95,3 +95,11 @@ def _restore_logging():
         if handler not in root.handlers:
             root.addHandler(handler)
     root.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def lm(tiny_lm, lm_cache):
+    """The tiny LM, loaded (frozen embeddings and tokenizer)."""
+    from tokalign.align.lm import load_frozen_lm
+
+    return load_frozen_lm(tiny_lm, lm_cache)

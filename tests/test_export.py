@@ -15,7 +15,6 @@ from tokalign.align.export import (EXPORT_TARGETS, SPECIAL_TOKENS, ExportConfig,
                                    tensors_sha256)
 from tokalign.align.fit import fit
 from tokalign.align.fit_config import FitConfig
-from tokalign.align.lm import load_frozen_lm
 from cli_run import refused, run_main
 from tokalign.align.table import load_table
 
@@ -23,11 +22,6 @@ FAST = dict(steps=6, batch_size=16, holdout=16, warmup_steps=2, log_every=3, che
 CODEBOOK = 64
 
 
-
-
-@pytest.fixture(scope="module")
-def lm(tiny_lm, lm_cache):
-    return load_frozen_lm(tiny_lm, lm_cache)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import torch
 from tokalign.align.errors import TokalignError
 from tokalign.align.fit import fit
 from tokalign.align.fit_config import FitConfig
-from tokalign.align.lm import load_frozen_lm
 from tokalign.probes.neighbors import NeighborsQuery, exact_ip_search, find_neighbors
 from cli_run import refused, run_main
 from tokalign.probes.token_text import BYTE_LEVEL, METASPACE, PLAIN, detect_mode, display_token, visible
@@ -21,11 +20,6 @@ FAST = dict(steps=6, batch_size=16, holdout=16, warmup_steps=2, log_every=3, che
 
 
 # ------------------------------------------------------------------ fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def lm(tiny_lm, lm_cache):
-    return load_frozen_lm(tiny_lm, lm_cache)
 
 
 @pytest.fixture(scope="module")
