@@ -10,6 +10,11 @@ of :data:`SKIP_REASONS` in the corpus manifest and listed in ``skipped.jsonl``;
 an item that is kept but had to be changed (a grayscale image made RGB, a
 small image upscaled) is counted under one of :data:`ADJUST_REASONS` and
 listed in ``adjusted.jsonl``.
+
+The pipeline checks a sample in this order and the first failing check names
+its skip reason: ``skip`` set by the source; no image (``no_image``); no
+caption (``no_caption``); an empty caption (``empty_caption``); then the image
+is decoded (``unreadable_image``, ``too_small``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ SKIP_REASONS: dict[str, str] = {
     "unreadable_caption": "a caption file that is not valid text/JSON or has no caption field",
     "unreadable_image": "image bytes that do not decode (corrupt, truncated or not an image)",
     "too_small": "an image whose shorter side is below the --min-side rule",
+    "duplicate_key": "a second record for a key already seen in the same part (the first one is used)",
     "corrupt_tar": "a damaged region of a tar shard (counted once per region; the samples it breaks are counted under their own reason)",
 }
 
@@ -37,6 +43,9 @@ ADJUST_REASONS: dict[str, str] = {
     "other_mode": "an image in another mode (e.g. YCbCr, LAB, HSV, float) converted to RGB",
     "upscaled": "an image whose shorter side was below the target size, upscaled",
 }
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")  # lower-case, what sources treat as images
+TOKEN_SUFFIX = ".npy"  # pretokenized items: a .npy array of token ids (never pickled objects)
 
 Payload = Union[bytes, np.ndarray, None]
 

@@ -55,6 +55,7 @@ class SourceSpec:
     captions_file: str | None = None  # folder/npy: captions file; None = detect inside the folder
     split: str | None = None  # hf DatasetDict: which split (default "train")
     part_size: int = 8192  # folder/parquet/hf/npy: items per part (a tar is always one part)
+    tokens: bool = False  # pretokenized input: read token arrays (.npy members/files, list columns) instead of images
 
     def __post_init__(self) -> None:
         if not str(self.input).strip():
