@@ -18,6 +18,7 @@ from .corpus_cmd import demo_corpus
 from .fit_cmd import fit
 from .probe_cmds import export, neighbors
 from .report_cmd import report
+from .tokenize_cmd import decode, tokenize
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -33,6 +34,8 @@ def cli(verbose: int, quiet: bool) -> None:
 
 cli.add_command(fit)
 cli.add_command(demo_corpus)
+cli.add_command(tokenize)
+cli.add_command(decode)
 cli.add_command(neighbors)
 cli.add_command(export)
 cli.add_command(report)

@@ -1,0 +1,100 @@
+"""``tokalign tokenize`` and ``tokalign decode``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tokalign.align.defaults import DEFAULT_LM
+from tokalign.align.image_tokenizers import KINDS
+from tokalign.align.sources import FORMATS
+
+
+@click.command()
+@click.option("--input", "input_", required=True, help="Tar shard(s) or brace pattern, an image folder, a parquet file/folder, a saved HF dataset, or a .npy of tokens.")
+@click.option("--input-format", type=click.Choice(FORMATS), default=None, help="Input format [default: detected].")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Corpus folder to write.")
+@click.option("--image-tokenizer", type=click.Choice(KINDS), default="movq", show_default=True, help="Image tokenizer.")
+@click.option("--image-tokenizer-path", default=None, help="movq: weights folder (or hub id); kmeans: saved codebook file or corpus; pretokenized: the tokenizer that made the tokens.")
+@click.option("--fit-codebook", is_flag=True, help="kmeans: fit the codebook on the first --codebook-images usable images of this input.")
+@click.option("--codebook-size", type=int, default=16384, show_default=True, help="kmeans --fit-codebook / pretokenized: codebook size.")
+@click.option("--codebook-images", type=int, default=1024, show_default=True, help="kmeans --fit-codebook: images to fit on.")
+@click.option("--grid", type=int, default=32, show_default=True, help="pretokenized without a path: tokens per image = grid x grid.")
+@click.option("--min-side", type=int, default=64, show_default=True, help="Skip images whose shorter side is below this; upscale those between it and 256.")
+@click.option("--captions", default=None, help="folder/npy inputs: the captions file [default: captions.jsonl|csv, metadata.jsonl|csv].")
+@click.option("--image-column", default=None, help="parquet/hf: image column [default: detected].")
+@click.option("--caption-column", default=None, help="parquet/hf: caption column [default: detected].")
+@click.option("--split", default=None, help="hf DatasetDict: the split [default: train].")
+@click.option("--shard-size", type=int, default=8192, show_default=True, help="Items per output shard for folder/parquet/hf/npy inputs (a tar is one shard).")
+@click.option("--lm", default=DEFAULT_LM, show_default=True, help="LM whose tokenizer encodes the captions.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per encode call.")
+@click.option("--workers", type=int, default=None, help="Data-loading processes [default: cores - 1, at most 8; 0 = in this process].")
+@click.option("--device", default=None, help="Encode on this device (cpu, cuda, cuda:1) [default: cuda when available].")
+@click.option("--dtype", type=click.Choice(("float32", "bfloat16", "float16")), default="float32", show_default=True, help="movq compute precision.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (finished shards are kept).")
+@click.option("--force", is_flag=True, help="Replace what --out holds.")
+@click.option("--stop-after-parts", type=int, default=None, help="End after N shards (resumable), e.g. on time-limited jobs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the k-means fit.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache for derived LM weights.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def tokenize(input_, input_format, out, image_tokenizer, image_tokenizer_path, fit_codebook, codebook_size, codebook_images,
+             grid, min_side, captions, image_column, caption_column, split, shard_size, lm, batch_size, workers, device,
+             dtype, resume, force, stop_after_parts, seed, cache_dir, no_progress) -> None:
+    """Turn image-caption data into a corpus that `tokalign fit` reads."""
+    from tokalign.align.sources import SourceSpec
+    from tokalign.align.tokenize import tokenize_corpus
+    from tokalign.align.tokenize_config import TokenizeConfig, default_workers
+
+    source = SourceSpec(input=input_, format=input_format, image_column=image_column, caption_column=caption_column,
+                        captions_file=captions, split=split, part_size=shard_size,
+                        tokens=image_tokenizer == "pretokenized")
+    config = TokenizeConfig(source=source, out=out, image_tokenizer=image_tokenizer,
+                            image_tokenizer_path=image_tokenizer_path, fit_codebook=fit_codebook,
+                            codebook_size=codebook_size, codebook_images=codebook_images, grid=grid, min_side=min_side,
+                            lm=lm, cache_root=cache_dir, batch_size=batch_size,
+                            workers=default_workers() if workers is None else workers, device=device, dtype=dtype,
+                            resume=resume, force=force, stop_after_parts=stop_after_parts, seed=seed,
+                            progress=not no_progress)
+    result = tokenize_corpus(config)
+    if not result.complete:
+        click.echo(f"stopped after {result.parts_done} more shards; continue with `tokalign tokenize --resume` and the same options")
+        return
+    manifest = result.manifest
+    skipped = ", ".join(f"{k} {v}" for k, v in manifest.get("skipped", {}).items()) or "none"
+    adjusted = ", ".join(f"{k} {v}" for k, v in manifest.get("adjusted", {}).items()) or "none"
+    click.echo(f"corpus: {out}  ({manifest['items']} items in {len(manifest['shards'])} shards)")
+    click.echo(f"skipped: {skipped}")
+    click.echo(f"adjusted (kept): {adjusted}")
+
+
+def _indices(values: tuple[str, ...]) -> tuple[int, ...]:
+    out: list[int] = []
+    for value in values:
+        try:
+            if ":" in value:
+                a, b = value.split(":", 1)
+                out.extend(range(int(a), int(b)))
+            else:
+                out.append(int(value))
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an index or a range A:B", param_hint="--index") from None
+    return tuple(out)
+
+
+@click.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the PNG images.")
+@click.option("--corpus", type=click.Path(path_type=Path), default=None, help="Corpus whose rows (--index) to decode, or whose tokenizer decodes --tokens.")
+@click.option("--index", "index", multiple=True, help="Corpus row to decode (repeatable; A:B for a range).")
+@click.option("--tokens", "tokens_file", type=click.Path(path_type=Path), default=None, help="A .npy (L,), (N, L), (N, h, w) or a .safetensors with image_tokens.")
+@click.option("--image-tokenizer", type=click.Choice(("kmeans", "movq")), default=None, help="Tokenizer kind, for --tokens without --corpus.")
+@click.option("--image-tokenizer-path", default=None, help="Its weights (or, with --corpus, where the corpus's tokenizer moved to).")
+@click.option("--device", default=None, help="Decode on this device [default: cuda when available].")
+def decode(out, corpus, index, tokens_file, image_tokenizer, image_tokenizer_path, device) -> None:
+    """Turn image tokens back into PNG images."""
+    from tokalign.align.decode import DecodeConfig, decode_tokens
+
+    config = DecodeConfig(out=out, corpus=corpus, indices=_indices(index), tokens_file=tokens_file,
+                          image_tokenizer=image_tokenizer, image_tokenizer_path=image_tokenizer_path, device=device)
+    paths = decode_tokens(config)
+    click.echo(f"wrote {len(paths)} images to {out}")
