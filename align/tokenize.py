@@ -131,7 +131,12 @@ def _codebook(config: TokenizeConfig, source, parts: list[Part], mode: str):
 
     saved = config.out / KMEANS_FILE
     if mode == "resume" and saved.is_file():
-        return PatchKMeansTokenizer.load(saved)
+        tokenizer = PatchKMeansTokenizer.load(saved)
+        if tokenizer.codebook_size != config.codebook_size:
+            raise TokalignError(f"cannot resume {config.out}: its image tokenizer differs from this run's (a "
+                                f"{tokenizer.codebook_size}-code codebook, not --codebook-size {config.codebook_size}); "
+                                "rerun with the original options, or choose a new --out")
+        return tokenizer
     settings = _settings(config, tokens_per_image=1024, codebook_size=65536)
     images: list[np.ndarray] = []
     for part in parts:

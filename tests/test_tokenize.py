@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 
 from cli_run import refused, run_main
 from tokalign.align.corpus import open_corpus
@@ -62,8 +63,16 @@ def _check_counts(out: Path, expected: dict) -> None:
     assert not list((out / "shards").glob("*.part.json")) and not (out / "tokenize.json").exists()
 
 
-def _corpus_bytes(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+def _corpus_content(out: Path) -> dict[str, object]:
+    """Every file of a corpus folder: bytes, or (metadata, arrays) for safetensors, whose header order varies."""
+    return {p.relative_to(out).as_posix(): _content(p) for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _content(path: Path) -> object:
+    if path.suffix != ".safetensors":
+        return path.read_bytes()
+    with safe_open(str(path), framework="numpy") as f:
+        return f.metadata(), {k: f.get_tensor(k).tobytes() for k in sorted(f.keys())}
 
 
 def test_webdataset_shards_with_defects_give_exact_kept_and_skipped_counts(tiny_lm, lm_cache, codebook, shards, tmp_path):
@@ -87,24 +96,24 @@ def test_resume_after_an_interrupted_run_gives_the_same_corpus_as_one_run(tiny_l
     stale.write_bytes(b"partial")
     second = tokenize_corpus(_config(tiny_lm, lm_cache, pattern, parts, image_tokenizer_path=str(codebook), resume=True))
     assert second.complete and second.parts_done == 2
-    assert _corpus_bytes(parts) == _corpus_bytes(whole)
+    assert _corpus_content(parts) == _corpus_content(whole)
 
 
 def test_two_loader_workers_write_the_same_corpus_as_none(tiny_lm, lm_cache, codebook, shards, tmp_path):
     pattern, _ = shards
     tokenize_corpus(_config(tiny_lm, lm_cache, pattern, tmp_path / "a", image_tokenizer_path=str(codebook)))
     tokenize_corpus(_config(tiny_lm, lm_cache, pattern, tmp_path / "b", image_tokenizer_path=str(codebook), workers=2))
-    assert _corpus_bytes(tmp_path / "a") == _corpus_bytes(tmp_path / "b")
+    assert _corpus_content(tmp_path / "a") == _corpus_content(tmp_path / "b")
 
 
 def test_resume_of_a_finished_corpus_changes_nothing(tiny_lm, lm_cache, codebook, shards, tmp_path):
     pattern, _ = shards
     config = _config(tiny_lm, lm_cache, pattern, tmp_path / "c", image_tokenizer_path=str(codebook))
     tokenize_corpus(config)
-    before = _corpus_bytes(tmp_path / "c")
+    before = _corpus_content(tmp_path / "c")
     again = tokenize_corpus(_config(tiny_lm, lm_cache, pattern, tmp_path / "c", image_tokenizer_path=str(codebook),
                                     resume=True))
-    assert again.complete and again.parts_done == 0 and _corpus_bytes(tmp_path / "c") == before
+    assert again.complete and again.parts_done == 0 and _corpus_content(tmp_path / "c") == before
 
 
 @pytest.mark.parametrize("captions", ["jsonl", "csv"])
@@ -168,6 +177,8 @@ def test_unfinished_run_needs_resume_and_the_same_options(capsys, tiny_lm, lm_ca
               "--workers", 0, "--no-progress", "--image-tokenizer", "kmeans")
     assert "--resume" in refused(capsys, *common, "--image-tokenizer-path", codebook)
     assert "differs" in refused(capsys, *common, "--fit-codebook", "--codebook-size", 32, "--resume")
+    assert "differs" in refused(capsys, *common, "--image-tokenizer-path", codebook, "--min-side", 32, "--resume")
+    assert not (tmp_path / "c" / "manifest.json").exists()
 
 
 def test_fit_codebook_corpus_decodes_to_the_tokenizers_images_and_fits(capsys, tiny_lm, lm_cache, shards, tmp_path):
