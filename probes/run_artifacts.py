@@ -190,24 +190,15 @@ class RunArtifacts:
         return _vocab_from_transformers(folder)
 
     def image_tokenizer(self):
-        """The k-means image tokenizer the run's corpus was made with (for rendering tokens)."""
-        from tokalign.align.kmeans_tokenizer import PatchKMeansTokenizer
+        """The image tokenizer the run's corpus was made with (for rendering tokens), checked by its sha256."""
+        from tokalign.align.image_tokenizers import tokenizer_for_identity
 
         identity = self.table_meta.get("image_tokenizer") or {}
-        if identity.get("kind") != PatchKMeansTokenizer.kind:
-            raise TokalignError(f"cannot render image tokens of a {identity.get('kind')!r} image tokenizer; "
-                                "--show works for runs on a k-means corpus (e.g. `tokalign demo-corpus`)")
         corpus = Path((self.config.get("corpus") or {}).get("path", ""))
-        if not identity.get("file"):
-            raise TokalignError(f"the corpus {corpus} does not keep its image tokenizer, so its tokens cannot be rendered")
-        path = corpus / identity["file"]
-        if not path.is_file():
-            raise TokalignError(f"the run's image tokenizer {path} is missing (the corpus moved or was deleted); "
-                                f"restore the corpus at {corpus} to use --show")
-        tokenizer = PatchKMeansTokenizer.load(path)
-        if tokenizer.sha256 != identity.get("sha256"):
-            raise TokalignError(f"{path} is not the image tokenizer the run was fit with (sha256 differs); restore the original corpus")
-        return tokenizer
+        if identity.get("file") and not (corpus / identity["file"]).is_file():
+            raise TokalignError(f"the run's image tokenizer {corpus / identity['file']} is missing (the corpus moved or "
+                                f"was deleted); restore the corpus at {corpus} to use --show")
+        return tokenizer_for_identity(identity, corpus)
 
 
 def open_run(run: str | Path) -> RunArtifacts:
