@@ -65,7 +65,7 @@ def decode_tokens(config: DecodeConfig) -> list[Path]:
             path = config.out / f"{name}.png"
             atomic.write_bytes(path, buffer.getvalue())
             paths.append(path)
-    log.info("wrote %d images to %s", len(paths), config.out)
+    log.debug("wrote %d images to %s", len(paths), config.out)
     return paths
 
 
