@@ -250,11 +250,18 @@ class MoVQTokenizer:
         return torch.cat(ids).view(b, h * w)
 
     def _encode_chunk(self, pixels: torch.Tensor) -> torch.Tensor:
-        # the NHWC -> NCHW view stays channels-last in memory, which the convolutions run ~15% faster on a CPU
-        x = (pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(self._model.dtype)
+        return self.nearest_codes(self.latents(pixels))
+
+    @torch.inference_mode()
+    def latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The encoder's continuous latents (B, D, h, w) of uint8 NHWC pixels on the device, before quantization."""
+        # NCHW in memory (contiguous), never a channels-last view: PyTorch's CPU GroupNorm on channels-last
+        # input loses float32 precision on near-flat channels (errors of order 1 against float64 measured on
+        # shape scenes, and ids that depend on the batch); the contiguous path agrees with float64 to ~1e-5.
+        x = (pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(self._model.dtype).contiguous()
         latents = self._model.encode(x).latents
         assert latents.shape[2:] == self.grid, f"latent grid {tuple(latents.shape[2:])} != {self.grid}"
-        return self.nearest_codes(latents)
+        return latents
 
     def _decode_chunk(self, ids: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC images of int64 ids (B, L) on the device."""

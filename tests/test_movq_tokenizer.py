@@ -101,6 +101,24 @@ def test_encode_is_deterministic_and_independent_of_batch_size(small, images, sm
     assert np.array_equal(small.encode(images[1]), small_ids[1:2])  # one image (S, S, 3) is a batch of one
 
 
+def test_encoder_latents_match_a_float64_reference_on_flat_images_in_uneven_batches(small):
+    """Shape scenes have near-constant channels, where a channels-last float32 GroupNorm once went wrong."""
+    from tokalign.align.shapes import shape_item
+
+    scenes = torch.from_numpy(np.stack([shape_item(5, i)[0] for i in range(5)]))
+    fast = torch.cat([small.latents(scenes[s : s + 2]) for s in range(0, 5, 2)])  # batches of 2, 2, 1
+    reference = small.model.to(torch.float64)
+    try:
+        with torch.inference_mode():
+            x = scenes.permute(0, 3, 1, 2).double() / 127.5 - 1
+            exact = reference.encode(x).latents
+    finally:
+        small.model.to(torch.float32)
+    assert (fast.double() - exact).abs().max() < 1e-3 * exact.abs().mean()
+    ids = small.encode(scenes.numpy())
+    assert np.array_equal(ids, np.concatenate([small.encode(scenes[i : i + 1].numpy()) for i in range(5)]))
+
+
 def test_encode_tensor_matches_encode(small, images, small_ids):
     ids = small.encode_tensor(torch.from_numpy(images))
     assert ids.dtype == torch.int64 and ids.device == small.device
