@@ -34,6 +34,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fit_step.py $(if $(wildcard $(DEMO_CORPUS)/manifest.json),--corpus $(DEMO_CORPUS))
+	$(BIN)/python benchmarks/bench_tokenize.py
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache

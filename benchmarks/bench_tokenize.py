@@ -112,7 +112,7 @@ def bench_movq(args, device: str, dtype: str, rows: list) -> None:
 def reference_encode(tokenizer: MoVQTokenizer, pixels: torch.Tensor) -> torch.Tensor:
     """The plain diffusers path: normalize, ``encode(x).latents``, ``quantize`` (search in the model dtype)."""
     model = tokenizer.model
-    x = (pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(model.dtype)
+    x = (pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(model.dtype).contiguous()
     return model.quantize(model.encode(x).latents)[2][2].view(len(pixels), -1)
 
 

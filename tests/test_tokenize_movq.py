@@ -55,13 +55,10 @@ def test_movq_corpus_holds_the_tokenizers_own_ids_for_every_image(corpus, movq_f
     assert manifest["image_tokenizer"]["sha256"] == tokenizer.sha256
     assert manifest["image_tokenizer"]["path"] == str((movq_folder / "movq").resolve())
     source = open_source(SourceSpec(input=shards[0]))
-    expected = []
-    for part in source.parts():  # the pipeline encodes batch by batch: a tar's 3 images at a time (3 < --batch-size)
-        pixels = np.stack([prepare_image(s.image, 256, 64).pixels for s in source.read(part)])
-        expected.append(tokenizer.encode(pixels))
+    pixels = [prepare_image(s.image, 256, 64).pixels for part in source.parts() for s in source.read(part)]
     stored = open_corpus(corpus).image_tokens(range(6))
     assert stored.shape == (6, 1024) and stored.dtype == np.uint16
-    np.testing.assert_array_equal(stored, np.concatenate(expected))
+    np.testing.assert_array_equal(stored, tokenizer.encode(np.stack(pixels)))  # one batch of 6, not the pipeline's 3s
 
 
 def test_decode_of_a_movq_corpus_row_writes_the_tokenizers_image(capsys, corpus, movq_folder, tmp_path):
