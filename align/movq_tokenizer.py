@@ -8,7 +8,7 @@ holding them in a ``movq/`` subfolder, as a snapshot of
 kandinsky-community/kandinsky-2-2-decoder does), from a hub id where a
 network exists, or are random (:meth:`MoVQTokenizer.random`) for tests and
 benchmarks.  Weights are only ever read from safetensors (nothing is
-unpickled).
+unpickled); finding, loading and hashing them is ``movq_weights.py``.
 
 Encoding runs the encoder (``VQModel.encode(x).latents``) in the chosen dtype
 and then searches the nearest codebook entry itself, in float32 with exact
@@ -34,37 +34,22 @@ float32, at load time (before casting) otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import TokalignError
+from .movq_weights import ARCH_KEYS, IMAGE_SIZE, arch_config, check_config, load_model, state_sha256
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MoVQTokenizer", "kandinsky_config"]
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
-SUBFOLDER = "movq"
-IMAGE_SIZE = 256
-MAX_CODES = 65536  # ids are stored as uint16
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# The config keys that decide the computation; ``act_fn`` and ``norm_num_groups`` change no weight shape,
-# so the sha256 alone cannot tell them apart and the identity records them.
-ARCH_KEYS = ("in_channels", "out_channels", "latent_channels", "down_block_types", "up_block_types",
-             "num_vq_embeddings", "block_out_channels", "vq_embed_dim", "layers_per_block", "norm_type",
-             "norm_num_groups", "act_fn", "mid_block_add_attention")
 RANDOM_CODEBOOK_STD = 0.25  # ~ the std of a randomly initialized encoder's latents (0.19-0.25 measured)
 _SEARCH_ROWS = 2048  # latent vectors searched at once: 2048 x 16384 float32 distances = 128 MB
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_FETCH_HINT = ("download them on a machine with network access (see README, 'Getting the MoVQ weights') "
-               "and pass the local folder")
 
 
 def kandinsky_config() -> dict:
@@ -99,10 +84,10 @@ class MoVQTokenizer:
             raise TokalignError(f"MoVQ batch size is {batch_size}; use at least 1")
         self.batch_size = int(batch_size)
         self.path, self.random_seed = path, random_seed
-        self._config = _arch_config(model.config)
-        _check_config(self._config, path or "the MoVQ model")
+        self._config = arch_config(model.config)
+        check_config(self._config, path or "the MoVQ model")
         assert next(model.parameters()).dtype == torch.float32, "the model must arrive in float32 to be hashed"
-        self._sha256 = None if dtype == "float32" else _state_sha256(model)
+        self._sha256 = None if dtype == "float32" else state_sha256(model)
         # the nearest-code search runs in float32: keep the codebook as loaded, before any cast
         self._codebook = model.quantize.embedding.weight.detach().to(self.device, torch.float32, copy=True)
         self._model = _cast(model.requires_grad_(False).eval().to(self.device), torch_dtype)
@@ -131,7 +116,7 @@ class MoVQTokenizer:
     def sha256(self) -> str:
         """sha256 of the float32 weights (see the module docstring), computed once."""
         if self._sha256 is None:
-            self._sha256 = _state_sha256(self._model)
+            self._sha256 = state_sha256(self._model)
         return self._sha256
 
     def identity(self) -> dict:
@@ -161,7 +146,7 @@ class MoVQTokenizer:
                         batch_size: int = 16) -> "MoVQTokenizer":
         """Weights from a local folder (with the files, or a ``movq/`` subfolder holding them) or a hub id."""
         _pick_dtype(dtype, _pick_device(device))  # fail on a bad option before loading 270 MB
-        model, where = _load_model(str(path))
+        model, where = load_model(str(path))
         return cls(model, path=where, device=device, dtype=dtype, batch_size=batch_size)
 
     @classmethod
@@ -327,85 +312,3 @@ def _check_images(shape: tuple, dtype: str, is_uint8: bool, size: int) -> None:
     if not is_uint8 or len(full) != 4 or full[1:] != (size, size, 3) or full[0] < 1:
         raise TokalignError(f"images have shape {shape} and dtype {dtype}; expected uint8 RGB of shape "
                             f"(N, {size}, {size}, 3) with N >= 1 (resize them to {size} x {size} first)")
-
-
-# ---------------------------------------------------------------- weights
-
-
-def _arch_config(config) -> dict:
-    """The architecture keys of a ``VQModel`` config as plain JSON values (tuples become lists)."""
-    return {k: list(config[k]) if isinstance(config[k], (list, tuple)) else config[k] for k in ARCH_KEYS if k in config}
-
-
-def _check_config(config: dict, where: str) -> None:
-    """Raise unless ``config`` (a VQModel config) has a codebook that fits uint16 and tiles 256 x 256 images."""
-    codes = config.get("num_vq_embeddings")
-    if not isinstance(codes, int) or not 1 <= codes <= MAX_CODES:
-        raise TokalignError(f"{where} has a codebook of {codes} codes; token ids are stored as uint16, so use "
-                            f"weights with at most {MAX_CODES}")
-    blocks = config.get("block_out_channels") or ()
-    if not blocks or IMAGE_SIZE % 2 ** (len(blocks) - 1):
-        raise TokalignError(f"{where} has {len(blocks)} encoder blocks, which do not tile {IMAGE_SIZE} x {IMAGE_SIZE} "
-                            "images; use MoVQ weights (Kandinsky 2.2 configuration)")
-
-
-def _state_sha256(model) -> str:
-    """sha256 over the sorted state dict: key, dtype-and-shape text, float32 little-endian bytes."""
-    digest = hashlib.sha256()
-    state = model.state_dict()
-    for key in sorted(state):
-        array = state[key].detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False)
-        digest.update(key.encode() + b"\0" + f"float32 {tuple(array.shape)}".encode() + b"\0")
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def _load_model(path: str):
-    """(float32 CPU VQModel, where it came from) for a local folder or a hub id; failures become TokalignError."""
-    from diffusers import VQModel
-
-    folder = _weights_folder(path)
-    if folder is not None:
-        source, kwargs, where = str(folder), {"local_files_only": True}, str(folder.resolve())
-    else:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
-        source, kwargs, where = path, {"subfolder": SUBFOLDER, "local_files_only": offline}, path
-    try:
-        config = VQModel.load_config(source, **kwargs)
-    except Exception as exc:  # hub and file errors come in many types
-        raise TokalignError(f"could not load MoVQ weights from {path} ({_reason(exc)}); {_FETCH_HINT}") from None
-    if config.get("_class_name", "VQModel") != "VQModel":
-        raise TokalignError(f"{path} holds a {config['_class_name']}, not a VQModel; pass the MoVQ weights "
-                            "(the movq/ folder of kandinsky-2-2-decoder)")
-    _check_config(config, path)
-    try:
-        model = VQModel.from_pretrained(source, use_safetensors=True, torch_dtype=torch.float32, **kwargs)
-    except Exception as exc:
-        raise TokalignError(f"could not load MoVQ weights from {path} ({_reason(exc)}); {_FETCH_HINT}") from None
-    log.info("MoVQ weights loaded from %s", where)
-    return model, where
-
-
-def _weights_folder(path: str) -> Path | None:
-    """The local folder holding the weight files, or None when ``path`` is a hub id (raises for a bad folder)."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        if _HUB_ID.match(path):
-            return None
-        raise TokalignError(f"MoVQ weights folder {path} does not exist; pass the folder holding {CONFIG_FILE} and "
-                            f"{WEIGHTS_FILE} (or its parent with a {SUBFOLDER}/ subfolder)")
-    if not p.is_dir():
-        raise TokalignError(f"MoVQ weights path {path} is a file; pass the folder holding {CONFIG_FILE} and {WEIGHTS_FILE}")
-    if not (p / CONFIG_FILE).exists() and (p / SUBFOLDER).is_dir():
-        p = p / SUBFOLDER
-    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (p / name).is_file()]
-    if missing:
-        raise TokalignError(f"MoVQ weights folder {p} lacks {' and '.join(missing)}; pass a folder holding "
-                            f"{CONFIG_FILE} and {WEIGHTS_FILE} (or its parent with a {SUBFOLDER}/ subfolder)")
-    return p
-
-
-def _reason(exc: Exception) -> str:
-    """A short one-line reason for a loading failure."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
