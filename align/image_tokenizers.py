@@ -47,6 +47,12 @@ def token_array_problem(tokens: np.ndarray, tokens_per_image: int, codebook_size
     return None
 
 
+def pretokenized_mismatch(item: str, problem: str) -> str:
+    """The one-line error for a pretokenized ``item`` whose token array has ``problem``."""
+    return (f"pretokenized item {item} {problem}; pass the --grid/--codebook-size (or --image-tokenizer-path) "
+            "the tokens were made with")
+
+
 class Pretokenized:
     """Token ids made elsewhere: ``encode`` checks them against the codebook and the grid."""
 
@@ -76,7 +82,7 @@ class Pretokenized:
         for i, array in enumerate(arrays):
             problem = self.check(array)
             if problem:
-                raise TokalignError(f"pretokenized item {i} {problem}; pass the --codebook-size/--grid the tokens were made with")
+                raise TokalignError(pretokenized_mismatch(str(i), problem))
         return np.stack([a.reshape(-1) for a in arrays]).astype(np.uint16) if arrays else \
             np.zeros((0, self.tokens_per_image), np.uint16)
 

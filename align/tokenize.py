@@ -31,7 +31,7 @@ import numpy as np
 from . import tokenize_state as state
 from .corpus import SHARDS, write_shard
 from .errors import TokalignError
-from .image_tokenizers import KMEANS_FILE, build_image_tokenizer, token_array_problem
+from .image_tokenizers import KMEANS_FILE, build_image_tokenizer, pretokenized_mismatch
 from .samples import Part
 from .sources import open_source
 from .tokenize_config import TokenizeConfig
@@ -117,11 +117,9 @@ def _preflight_tokens(source, parts: list[Part], tokenizer) -> None:
     """Refuse a mismatched pretokenized input before writing anything (its first token array)."""
     for sample in source.read(parts[0]):
         if sample.skip is None and sample.image is not None:
-            problem = token_array_problem(sample.image, tokenizer.tokens_per_image, tokenizer.codebook_size) \
-                if isinstance(sample.image, np.ndarray) else "is not a token array"
+            problem = tokenizer.check(sample.image) if isinstance(sample.image, np.ndarray) else "is not a token array"
             if problem:
-                raise TokalignError(f"pretokenized item {sample.key!r} {problem}; pass the --grid/--codebook-size "
-                                    "(or --image-tokenizer-path) the tokens were made with")
+                raise TokalignError(pretokenized_mismatch(repr(sample.key), problem))
             return
 
 

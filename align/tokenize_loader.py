@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .image_prep import prepare_image
-from .image_tokenizers import token_array_problem
+from .image_tokenizers import pretokenized_mismatch, token_array_problem
 from .samples import Part, RawSample
 
 
@@ -138,7 +138,6 @@ def _check_tokens(sample: RawSample, part: Part, settings: PrepSettings, batch: 
         return None
     problem = token_array_problem(tokens, settings.tokens_per_image, settings.codebook_size)
     if problem:
-        batch.fatal = (f"pretokenized item {sample.key!r} in {part.name} {problem}; pass the --grid/--codebook-size "
-                       "(or --image-tokenizer-path) the tokens were made with")
+        batch.fatal = pretokenized_mismatch(f"{sample.key!r} in {part.name}", problem)
         return None
     return tokens.reshape(-1)
