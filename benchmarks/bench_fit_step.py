@@ -24,8 +24,8 @@ import time
 import numpy as np
 import torch
 
-from tokalign.align.bags import bags_from_tokens, image_vectors, naive_image_vectors
-from tokalign.align.loss import INIT_LOGIT_SCALE, MAX_LOGIT_SCALE, clip_loss, normalize
+from tokalign.align.fit.bags import bags_from_tokens, image_vectors, naive_image_vectors
+from tokalign.align.fit.loss import INIT_LOGIT_SCALE, MAX_LOGIT_SCALE, clip_loss, normalize
 
 
 def make_step(batch: int, vocab: int, d: int, fast: bool, seed: int = 0):
@@ -65,7 +65,7 @@ def token_batches(source: str, n: int, batch: int, length: int, vocab: int, seed
     rng = np.random.default_rng(seed)
     if source == "uniform":
         return [rng.integers(0, vocab, size=(batch, length)).astype(np.uint16) for _ in range(n)]
-    from tokalign.align.corpus import open_corpus
+    from tokalign.align.formats.corpus import open_corpus
 
     corpus = open_corpus(source)
     assert corpus.codebook_size == vocab and corpus.tokens_per_image == length, "corpus shape differs from the benchmark's"

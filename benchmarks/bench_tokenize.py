@@ -32,7 +32,7 @@ import time
 import numpy as np
 import torch
 
-from tokalign.align.movq_tokenizer import MoVQTokenizer
+from tokalign.align.image_tokenizers.movq import MoVQTokenizer
 
 
 def synthetic_images(n: int, seed: int = 0) -> np.ndarray:
@@ -69,7 +69,7 @@ def bench_kmeans(args, rows: list) -> None:
     except ImportError:
         print("k-means skipped: faiss is not installed here")
         return
-    from tokalign.align.kmeans_tokenizer import PatchKMeansTokenizer
+    from tokalign.align.image_tokenizers.kmeans import PatchKMeansTokenizer
 
     start = time.perf_counter()
     tokenizer = PatchKMeansTokenizer.fit(synthetic_images(args.kmeans_fit_images, seed=1),

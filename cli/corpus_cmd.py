@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tokalign.align.fit_config import DEFAULT_LM
+from tokalign.align.fit.config import DEFAULT_LM
 
 
 @click.command("demo-corpus")
@@ -22,7 +22,7 @@ from tokalign.align.fit_config import DEFAULT_LM
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def demo_corpus(out, items, seed, codebook_size, codebook_images, lm, cache_dir, if_missing, force, no_progress) -> None:
     """Generate shape scenes with captions and tokenize them (k-means image tokenizer)."""
-    from tokalign.align.demo_corpus import DemoCorpusConfig, build_demo_corpus
+    from tokalign.align.tokenize.demo_corpus import DemoCorpusConfig, build_demo_corpus
 
     config = DemoCorpusConfig(out=out, items=items, seed=seed, codebook_size=codebook_size,
                               codebook_images=codebook_images, lm=lm, cache_root=cache_dir, progress=not no_progress)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tokalign.align.fit_config import DEFAULT_LM, DEVICES, FitConfig
+from tokalign.align.fit.config import DEFAULT_LM, DEVICES, FitConfig
 
 
 @click.command()
@@ -32,7 +32,7 @@ from tokalign.align.fit_config import DEFAULT_LM, DEVICES, FitConfig
 def fit(corpus, run_dir, lm, steps, batch_size, lr, warmup_steps, min_lr_ratio, weight_decay, holdout, seed, log_every,
         checkpoint_every, keep_checkpoints, device, resume, stop_after, cache_dir, no_progress) -> None:
     """Fit image-token embeddings to a frozen LM's token embeddings (paper, section 3.2)."""
-    from tokalign.align.fit import fit as run_fit
+    from tokalign.align.fit.loop import fit as run_fit
 
     config = FitConfig(corpus=corpus, run_dir=run_dir, lm=lm, steps=steps, batch_size=batch_size, lr=lr,
                        warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, weight_decay=weight_decay,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tokalign.align.export import EXPORT_TARGETS, RESCALE_MODES
+from tokalign.align.fit.export import EXPORT_TARGETS, RESCALE_MODES
 
 _RUN_HELP = "Run folder written by `tokalign fit`."
 
@@ -62,7 +62,7 @@ def format_neighbors(result) -> list[str]:
 @click.option("--seed", type=int, default=0, show_default=True, help="generator-init: seed of the special-token rows.")
 def export(run_dir, target, out, rescale, seed) -> None:
     """Export a fitted run, e.g. the rows that initialize a text-to-image generator (--to generator-init)."""
-    from tokalign.align.export import ExportConfig, export_run
+    from tokalign.align.fit.export import ExportConfig, export_run
 
     result = export_run(ExportConfig(run=run_dir, out=out, target=target, rescale=rescale, seed=seed))
     click.echo(f"wrote {result.out} ({result.target})")

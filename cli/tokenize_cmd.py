@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from tokalign.align.defaults import DEFAULT_LM
-from tokalign.align.image_tokenizers import KINDS
-from tokalign.align.sources import FORMATS
+from tokalign.align.image_tokenizers.registry import KINDS
+from tokalign.align.sources.spec import FORMATS
 
 
 @click.command()
@@ -42,9 +42,9 @@ def tokenize(input_, input_format, out, image_tokenizer, image_tokenizer_path, f
              grid, min_side, captions, image_column, caption_column, split, shard_size, lm, batch_size, workers, device,
              dtype, resume, force, stop_after_parts, seed, cache_dir, no_progress) -> None:
     """Turn image-caption data into a corpus that `tokalign fit` reads."""
-    from tokalign.align.sources import SourceSpec
-    from tokalign.align.tokenize import tokenize_corpus
-    from tokalign.align.tokenize_config import TokenizeConfig, default_workers
+    from tokalign.align.sources.spec import SourceSpec
+    from tokalign.align.tokenize.pipeline import tokenize_corpus
+    from tokalign.align.tokenize.config import TokenizeConfig, default_workers
 
     source = SourceSpec(input=input_, format=input_format, image_column=image_column, caption_column=caption_column,
                         captions_file=captions, split=split, part_size=shard_size,
@@ -92,7 +92,7 @@ def _indices(values: tuple[str, ...]) -> tuple[int, ...]:
 @click.option("--device", default=None, help="Decode on this device [default: cuda when available].")
 def decode(out, corpus, index, tokens_file, image_tokenizer, image_tokenizer_path, device) -> None:
     """Turn image tokens back into PNG images."""
-    from tokalign.align.decode import DecodeConfig, decode_tokens
+    from tokalign.align.tokenize.decode import DecodeConfig, decode_tokens
 
     config = DecodeConfig(out=out, corpus=corpus, indices=_indices(index), tokens_file=tokens_file,
                           image_tokenizer=image_tokenizer, image_tokenizer_path=image_tokenizer_path, device=device)

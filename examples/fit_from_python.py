@@ -12,9 +12,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from tokalign.align.demo_corpus import DemoCorpusConfig, build_demo_corpus
-from tokalign.align.fit import fit
-from tokalign.align.fit_config import FitConfig
+from tokalign.align.tokenize.demo_corpus import DemoCorpusConfig, build_demo_corpus
+from tokalign.align.fit.loop import fit
+from tokalign.align.fit.config import FitConfig
 
 
 def main() -> None:

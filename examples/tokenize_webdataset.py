@@ -20,12 +20,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from tokalign.align.fit import fit
-from tokalign.align.fit_config import FitConfig
-from tokalign.align.shapes import shape_item
-from tokalign.align.sources import SourceSpec
-from tokalign.align.tokenize import tokenize_corpus
-from tokalign.align.tokenize_config import TokenizeConfig
+from tokalign.align.fit.loop import fit
+from tokalign.align.fit.config import FitConfig
+from tokalign.align.sources.shapes import shape_item
+from tokalign.align.sources.spec import SourceSpec
+from tokalign.align.tokenize.pipeline import tokenize_corpus
+from tokalign.align.tokenize.config import TokenizeConfig
 
 
 def write_shards(folder: Path, shards: int, per_shard: int) -> str:

@@ -232,7 +232,7 @@ def render_image_tokens(tokenizer, ids: list[int], path: Path, columns: int = CO
     """Write a PNG grid of the tokens' patches (``TILE`` px each, id beneath), atomically."""
     from PIL import Image, ImageDraw
 
-    from tokalign.align.atomic import atomic_path
+    from tokalign.align.formats.atomic import atomic_path
 
     path = Path(path)
     patches = token_patches(tokenizer, list(ids))

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from tokalign.align.atomic import atomic_path
+from tokalign.align.formats.atomic import atomic_path
 
 
 def _pyplot():

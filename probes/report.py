@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokalign.align import run_dir as rd
-from tokalign.align.atomic import atomic_dir
+from tokalign.align.formats import run_folder as rd
+from tokalign.align.formats.atomic import atomic_dir
 from tokalign.align.errors import TokalignError
 
 from .neighbors import exact_ip_search
@@ -124,7 +124,7 @@ def _void_mask(vocab, size: int) -> np.ndarray:
 
 
 def _open_corpus(config: ReportConfig, saved: dict):
-    from tokalign.align.corpus import open_corpus
+    from tokalign.align.formats.corpus import open_corpus
 
     path = config.corpus or Path(saved["corpus"]["path"])
     if not (Path(path) / "manifest.json").is_file():
@@ -138,10 +138,10 @@ def _open_corpus(config: ReportConfig, saved: dict):
 
 @torch.no_grad()
 def _holdout_retrieval(corpus, saved: dict, table: np.ndarray, text: np.ndarray, vocab) -> dict | None:
-    from tokalign.align.bags import bags_from_tokens, image_vectors
-    from tokalign.align.captions import caption_vectors
-    from tokalign.align.loss import normalize
-    from tokalign.align.retrieval import recall_at_k
+    from tokalign.align.fit.bags import bags_from_tokens, image_vectors
+    from tokalign.align.lm.captions import caption_vectors
+    from tokalign.align.fit.loss import normalize
+    from tokalign.align.fit.retrieval import recall_at_k
 
     holdout = np.asarray(saved["split"]["holdout"], dtype=np.int64)
     if holdout.size == 0:

@@ -32,16 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from tokalign.align import run_dir as rd
+from tokalign.align.formats import run_folder as rd
 from tokalign.align.errors import TokalignError
 
 from .token_text import detect_mode, display_token, guess_mode
 
 logger = logging.getLogger(__name__)
 
-TABLE_FORMAT = "tokalign-table"  # tokalign.align.table.FORMAT (that module imports torch)
+TABLE_FORMAT = "tokalign-table"  # tokalign.align.fit.table.FORMAT (that module imports torch)
 TABLE_JSON_FIELDS = ("lm", "image_tokenizer")
-EMBEDDING_KEY = "embeddings"  # tokalign.align.lm.EMBEDDING_KEY
+EMBEDDING_KEY = "embeddings"  # tokalign.align.lm.load.EMBEDDING_KEY
 EMBEDDING_FILE = "embeddings.safetensors"
 
 
@@ -191,7 +191,7 @@ class RunArtifacts:
 
     def image_tokenizer(self):
         """The image tokenizer the run's corpus was made with (for rendering tokens), checked by its sha256."""
-        from tokalign.align.image_tokenizers import tokenizer_for_identity
+        from tokalign.align.image_tokenizers.registry import tokenizer_for_identity
 
         identity = self.table_meta.get("image_tokenizer") or {}
         corpus = Path((self.config.get("corpus") or {}).get("path", ""))

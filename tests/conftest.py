@@ -9,13 +9,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny_lm.py
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +20,7 @@ def tiny_lm(tmp_path_factory) -> str:
     """A tiny word-level causal LM folder covering every shapes caption word."""
     from tiny_lm import make_tiny_lm
 
-    from tokalign.align.shapes import CAPTION_WORDS
+    from tokalign.align.sources.shapes import CAPTION_WORDS
 
     return str(make_tiny_lm(tmp_path_factory.mktemp("tiny-lm"), CAPTION_WORDS, d_model=32, seed=0))
 
@@ -36,45 +33,19 @@ def lm_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shapes_corpus(tmp_path_factory, tiny_lm, lm_cache) -> Path:
     """A small shapes corpus: 1,536 scenes, a 256-code k-means tokenizer, tiny-LM captions."""
-    from tokalign.align.demo_corpus import DemoCorpusConfig, build_demo_corpus
+    from tokalign.align.tokenize.demo_corpus import DemoCorpusConfig, build_demo_corpus
 
     out = tmp_path_factory.mktemp("shapes") / "corpus"
     return build_demo_corpus(DemoCorpusConfig(out=out, items=1536, codebook_size=256, codebook_images=96,
                                               lm=tiny_lm, cache_root=lm_cache, progress=False))
 
 
-def write_synthetic_corpus(root: Path, lm, items: int = 96, codebook: int = 64, length: int = 16, seed: int = 0,
-                           shard_size: int = 48) -> Path:
-    """A corpus whose image tokens follow its captions' words (so there is something to learn); fast to build.
-
-    Each caption word owns one code; an image repeats its words' codes, plus a
-    quarter of random noise tokens.
-    """
-    from tokalign.align.captions import text_tokenizer_identity
-    from tokalign.align.corpus import CorpusWriter
-    from tokalign.align.lm import tokenize_captions
-    from tokalign.align.shapes import CAPTION_WORDS
-
-    rng = np.random.default_rng(seed)
-    writer = CorpusWriter(root, image_tokenizer={"kind": "synthetic", "codebook_size": codebook, "grid": [4, length // 4],
-                                                 "sha256": "0" * 64},
-                          text_tokenizer=text_tokenizer_identity(lm), tokens_per_image=length, shard_size=shard_size)
-    words = [w for w in CAPTION_WORDS if w.isalpha()]
-    captions = [" ".join(rng.choice(words, size=rng.integers(2, 6))) for _ in range(items)]
-    code = {w: i % codebook for i, w in enumerate(words)}
-    for i, (caption, ids) in enumerate(zip(captions, tokenize_captions(lm.tokenizer, captions))):
-        meaning = np.array([code[w] for w in caption.split()])
-        tokens = np.resize(meaning, length)
-        noise = rng.random(length) < 0.25
-        tokens[noise] = rng.integers(0, codebook, size=int(noise.sum()))
-        writer.add(tokens.astype(np.uint16), ids, caption, key=f"item-{i}")
-    return writer.finish()
-
-
 @pytest.fixture
 def synthetic_corpus(tmp_path, tiny_lm, lm_cache):
     """Factory: ``synthetic_corpus(name, **kwargs)`` builds a small random-token corpus."""
-    from tokalign.align.lm import load_frozen_lm
+    from tokalign.align.lm.load import load_frozen_lm
+
+    from synthetic_corpus import write_synthetic_corpus
 
     lm = load_frozen_lm(tiny_lm, lm_cache)
     return lambda name="corpus", **kw: write_synthetic_corpus(tmp_path / name, lm, **kw)
@@ -100,6 +71,6 @@ def _restore_logging():
 @pytest.fixture(scope="session")
 def lm(tiny_lm, lm_cache):
     """The tiny LM, loaded (frozen embeddings and tokenizer)."""
-    from tokalign.align.lm import load_frozen_lm
+    from tokalign.align.lm.load import load_frozen_lm
 
     return load_frozen_lm(tiny_lm, lm_cache)

@@ -1,0 +1,327 @@
+"""``tokalign fit``: contrastive alignment of image tokens to a frozen LM (paper, section 3.2).
+
+For each image-caption pair the image vector is the mean of learnable
+image-token embeddings over the image's tokens, the caption vector the mean
+of the LM's frozen input embeddings over the caption's tokens; both are
+L2-normalized and scored with CLIP's symmetric InfoNCE and a learnable
+temperature.  Only the image table and the logit scale learn.
+
+The loop runs through Accelerate (CPU, one GPU, or many processes).  Each
+process takes its slice of every global batch and the loss gathers features
+across processes with gradient, so the trajectory does not depend on the
+number of processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tokalign.align.formats import atomic
+from tokalign.align.formats import run_folder as rd
+from tokalign.align.fit.bags import bags_from_tokens
+from tokalign.align.lm.captions import caption_vectors, check_caption_ids, corpus_caption_ids
+from tokalign.align.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from tokalign.align.formats.corpus import Corpus, open_corpus
+from tokalign.align.errors import TokalignError
+from tokalign.align.fit.config import FitConfig
+from tokalign.align.fit.loss import clip_loss
+from tokalign.align.fit.retrieval import recall_at_k
+from tokalign.align.training.schedule import lr_at
+from tokalign.align.fit.split import holdout_split
+from tokalign.align.fit.table import ImageTokenTable, save_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    steps: int
+    finished: bool
+    final_loss: float
+    logit_scale: float
+    retrieval: dict | None
+    pairs_per_s: float
+    main_process: bool = True
+
+    @property
+    def temperature(self) -> float:
+        return math.exp(-self.logit_scale)
+
+
+def fit(config: FitConfig) -> FitResult:
+    """Run (or resume) a fit as configured; return its final figures."""
+    from accelerate import Accelerator
+
+    from tokalign.align.lm.load import load_frozen_lm, tokenize_captions
+
+    accelerator = _accelerator(config, Accelerator)
+    corpus = open_corpus(config.corpus)
+    train_idx, holdout_idx = holdout_split(corpus.items, config.holdout, config.seed)
+    _check_sizes(config, len(train_idx), accelerator.num_processes)
+    resume_from = _prepare_run_dir(config)
+    if resume_from is not None and (done := _already_finished(config, resume_from)) is not None:
+        log.info("%s already finished all %d steps; nothing to resume", config.run_dir, config.steps)
+        return done
+    lm = load_frozen_lm(config.lm, config.cache_root)
+    flat, offsets = corpus_caption_ids(corpus, lm, tokenize_captions)
+    check_caption_ids(flat, offsets, lm.vocab_size, lambda i: corpus.records([i])[0].get("key"))
+    if resume_from is not None:
+        _check_resume_identity(config, corpus, lm)
+    text = caption_vectors(lm.embeddings.to(accelerator.device), flat, offsets)
+
+    model = ImageTokenTable(corpus.codebook_size, lm.d_model, seed=config.seed,
+                            init_row_norm=float(lm.embeddings.norm(dim=1).mean()),
+                            init_logit_scale=config.init_logit_scale)
+    optimizer = _optimizer(model, config)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    start = 0
+    if resume_from is not None:
+        start = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer)["step"]
+        log.info("resuming %s from step %d", config.run_dir, start)
+    if accelerator.is_main_process:
+        _write_config(config, corpus, lm, holdout_idx, accelerator.num_processes)
+        rd.store_lm(config.run_dir, lm)
+    accelerator.wait_for_everyone()
+    loop = _Loop(config, accelerator, model, optimizer, corpus, train_idx, text)
+    last_loss, pairs_per_s = loop.run(start)
+    finished = loop.step >= config.steps
+    retrieval = None
+    if finished:
+        retrieval = _finish(config, accelerator, model, corpus, holdout_idx, text, lm, last_loss, pairs_per_s)
+    accelerator.wait_for_everyone()
+    scale = accelerator.unwrap_model(model).logit_scale.item()
+    return FitResult(config.run_dir, loop.step, finished, last_loss, scale, retrieval, pairs_per_s,
+                     accelerator.is_main_process)
+
+
+# ------------------------------------------------------------------ set-up
+def _accelerator(config: FitConfig, accelerator_cls):
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise TokalignError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    # without a GPU, "auto" must still say cpu=True: Accelerate only then treats
+    # torchrun-launched CPU processes as one gloo group instead of N lone runs
+    return accelerator_cls(cpu=config.device == "cpu" or not torch.cuda.is_available())
+
+
+def _check_sizes(config: FitConfig, train_items: int, world: int) -> None:
+    if config.batch_size % world:
+        raise TokalignError(f"--batch-size {config.batch_size} is not divisible by the {world} processes; "
+                            f"pick a multiple of {world}")
+    if train_items < config.batch_size:
+        raise TokalignError(f"the corpus leaves {train_items} training pairs after holding out {config.holdout}, fewer "
+                            f"than one batch of {config.batch_size}; lower --batch-size or --holdout, or use a larger corpus")
+
+
+def _prepare_run_dir(config: FitConfig) -> Path | None:
+    """Validate the run folder against --resume; return the checkpoint to resume from."""
+    run = config.run_dir
+    if run.exists() and not run.is_dir():
+        raise TokalignError(f"--run {run} is a file, not a folder; choose another --run")
+    has_config = (run / rd.CONFIG).is_file()
+    checkpoints = list_checkpoints(run / rd.CHECKPOINTS)
+    if not config.resume:
+        # a run stopped before its first checkpoint holds nothing worth keeping: start it again
+        if has_config and (checkpoints or (run / rd.TABLE).is_file()):
+            raise TokalignError(f"run folder {run} already holds a fit; pass --resume to continue it or choose another --run")
+        return None
+    if not has_config or not checkpoints:
+        raise TokalignError(f"nothing to resume in {run}: it holds no checkpoint; drop --resume to start a new fit")
+    saved = rd.read_json(run / rd.CONFIG)
+    wanted = config.trajectory()
+    changed = [k for k, v in wanted.items() if saved.get("trajectory", {}).get(k) != v]
+    if changed:
+        raise TokalignError(f"--resume with settings that differ from the run's ({', '.join(changed)}); "
+                            "resume with the original settings or start a new --run")
+    return checkpoints[-1]
+
+
+def _already_finished(config: FitConfig, checkpoint: Path) -> FitResult | None:
+    """The result of a run whose last checkpoint is its final step and whose table is written."""
+    summary_path = config.run_dir / rd.SUMMARY
+    if checkpoint.name != f"step_{config.steps}" or not summary_path.is_file() or not (config.run_dir / rd.TABLE).is_file():
+        return None
+    summary = rd.read_json(summary_path)
+    return FitResult(config.run_dir, config.steps, True, summary["final_loss"], summary["logit_scale"],
+                     summary.get("holdout"), summary["pairs_per_s"])
+
+
+def _check_resume_identity(config: FitConfig, corpus: Corpus, lm) -> None:
+    """A resumed run must see the same codebook, d_model and LM embeddings it started with."""
+    saved = rd.read_json(config.run_dir / rd.CONFIG)
+    fix = "resume with the original --corpus and --lm, or start a new --run"
+    was_codebook = saved["corpus"]["image_tokenizer"]["codebook_size"]
+    if was_codebook != corpus.codebook_size:
+        raise TokalignError(f"the run was fit on a {was_codebook}-code image tokenizer, this corpus has "
+                            f"{corpus.codebook_size} codes; {fix}")
+    if saved["lm"]["d_model"] != lm.d_model:
+        raise TokalignError(f"the run was fit against d_model {saved['lm']['d_model']}, this LM has {lm.d_model}; {fix}")
+    if saved["lm"]["embedding_sha256"] != lm.embedding_sha256:
+        raise TokalignError(f"the LM's embeddings differ from the ones the run was fit against; {fix}")
+    if saved["corpus"]["image_tokenizer"].get("sha256") != corpus.image_tokenizer.get("sha256"):
+        raise TokalignError(f"the corpus was made with another image tokenizer than the run's; {fix}")
+    if saved["corpus"]["items"] != corpus.items:
+        raise TokalignError(f"the run was fit on a corpus of {saved['corpus']['items']} pairs, this one has "
+                            f"{corpus.items} (its held-out split would change); {fix}")
+
+
+def _optimizer(model: ImageTokenTable, config: FitConfig) -> torch.optim.Optimizer:
+    groups = [{"params": [model.weight], "weight_decay": config.weight_decay},
+              {"params": [model.logit_scale], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=True)
+
+
+def _write_config(config: FitConfig, corpus: Corpus, lm, holdout_idx: np.ndarray, world: int) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tokalign_version = version("tokalign")
+    except PackageNotFoundError:
+        tokalign_version = "unknown"
+    body = {
+        "config": config.to_json(), "trajectory": config.trajectory(),
+        "lm": {"spec": lm.spec, "identity": lm.identity, "embedding_sha256": lm.embedding_sha256,
+               "vocab_size": lm.vocab_size, "d_model": lm.d_model},
+        "corpus": {"path": str(corpus.root.resolve()), "items": corpus.items, "image_tokenizer": corpus.image_tokenizer,
+                   "text_tokenizer": corpus.text_tokenizer},
+        "split": {"holdout": [int(i) for i in holdout_idx], "train_items": corpus.items - len(holdout_idx)},
+        "processes": world,
+        "versions": {"tokalign": tokalign_version, "torch": torch.__version__},
+    }
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(config.run_dir / rd.CONFIG, body)
+
+
+# ------------------------------------------------------------------ the loop
+class _Loop:
+    """The optimizer steps, with batches prepared one step ahead on a worker thread."""
+
+    def __init__(self, config, accelerator, model, optimizer, corpus, train_idx, text) -> None:
+        self.config, self.acc, self.model, self.optimizer = config, accelerator, model, optimizer
+        self.corpus, self.train_idx, self.text = corpus, train_idx, text
+        self.steps_per_epoch = len(train_idx) // config.batch_size
+        self.step = 0
+
+    def _local_indices(self, step: int) -> np.ndarray:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(self.train_idx)
+        batch = order[position * self.config.batch_size:(position + 1) * self.config.batch_size]
+        share = self.config.batch_size // self.acc.num_processes
+        return batch[self.acc.process_index * share:(self.acc.process_index + 1) * share]
+
+    def _prepare(self, step: int):
+        indices = self._local_indices(step)
+        return indices, bags_from_tokens(self.corpus.image_tokens(indices), self.corpus.codebook_size)
+
+    def run(self, start: int) -> tuple[float, float]:
+        cfg = self.config
+        self.step = start
+        end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
+        metrics = rd.MetricsLog(cfg.run_dir / rd.METRICS, start) if self.acc.is_main_process else None
+        bar = _progress(cfg, self.acc, start, end)
+        loss_value, pairs_per_s, window_start, window_steps = float("nan"), 0.0, time.perf_counter(), 0
+        run_start = window_start
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            upcoming = pool.submit(self._prepare, start) if start < end else None
+            for step in range(start, end):
+                indices, bags = upcoming.result()
+                if step + 1 < end:
+                    upcoming = pool.submit(self._prepare, step + 1)
+                loss = self._train_step(step, indices, bags)
+                self.step, window_steps = step + 1, window_steps + 1
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    elapsed = time.perf_counter() - window_start
+                    pairs_per_s = window_steps * cfg.batch_size / max(elapsed, 1e-9)
+                    loss_value = float(self.acc.reduce(loss.detach(), reduction="mean"))
+                    self._log(metrics, bar, step, loss_value, pairs_per_s)
+                    window_start, window_steps = time.perf_counter(), 0
+                if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                    self._checkpoint()
+        if bar is not None:
+            bar.close()
+        if end > start:  # report the whole invocation's throughput, not the last window's
+            pairs_per_s = (end - start) * cfg.batch_size / max(time.perf_counter() - run_start, 1e-9)
+        return loss_value, pairs_per_s
+
+    def _train_step(self, step: int, indices: np.ndarray, bags) -> torch.Tensor:
+        cfg = self.config
+        lr = lr_at(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.steps, floor_ratio=cfg.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        image, logit_scale = self.model(bags.to(self.acc.device))
+        text = self.text[torch.from_numpy(indices).to(self.text.device)]
+        loss = clip_loss(image, text, logit_scale)
+        self.acc.backward(loss)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.acc.unwrap_model(self.model).clamp_logit_scale_(cfg.max_logit_scale)
+        self._lr = lr
+        return loss
+
+    def _log(self, metrics, bar, step: int, loss: float, pairs_per_s: float) -> None:
+        scale = self.acc.unwrap_model(self.model).logit_scale.item()
+        row = {"step": step + 1, "epoch": step // self.steps_per_epoch, "loss": loss, "logit_scale": scale,
+               "temperature": math.exp(-scale), "lr": self._lr, "pairs_per_s": pairs_per_s}
+        if metrics is not None:
+            metrics.write(row)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.4f}", T=f"{math.exp(-scale):.4f}", pairs_s=f"{pairs_per_s:,.0f}")
+            bar.update(step + 1 - bar.n)
+        log.debug("step %d loss %.4f scale %.3f", step + 1, loss, scale)
+
+    def _checkpoint(self) -> None:
+        if self.acc.is_main_process:
+            info = {"trajectory": self.config.trajectory(), "codebook_size": self.corpus.codebook_size}
+            save_checkpoint(self.config.run_dir / rd.CHECKPOINTS, self.step, self.acc.unwrap_model(self.model),
+                            self.optimizer, info, self.config.keep_checkpoints)
+        self.acc.wait_for_everyone()
+
+
+def _progress(config: FitConfig, accelerator, start: int, end: int):
+    if not (config.progress and accelerator.is_main_process):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.steps, initial=start, desc="fit", unit="step", dynamic_ncols=True)
+
+
+# ------------------------------------------------------------------ the end
+def _finish(config, accelerator, model, corpus, holdout_idx, text, lm, last_loss, pairs_per_s) -> dict | None:
+    if not accelerator.is_main_process:
+        return None
+    table = accelerator.unwrap_model(model)
+    retrieval = evaluate_holdout(table, corpus, holdout_idx, text) if len(holdout_idx) else None
+    scale = table.logit_scale.item()
+    save_table(config.run_dir / rd.TABLE, table.weight, scale, {
+        "lm": lm.identity, "lm_spec": lm.spec, "lm_embedding_sha256": lm.embedding_sha256, "d_model": lm.d_model,
+        "codebook_size": corpus.codebook_size, "image_tokenizer": corpus.image_tokenizer, "steps": config.steps,
+        "final_loss": last_loss, "final_logit_scale": scale, "final_temperature": math.exp(-scale),
+        "corpus": str(corpus.root),
+    })
+    if retrieval is not None:
+        atomic.write_json(config.run_dir / rd.EVAL, retrieval)
+    atomic.write_json(config.run_dir / rd.SUMMARY, {
+        "steps": config.steps, "final_loss": last_loss, "logit_scale": scale, "temperature": math.exp(-scale),
+        "pairs_per_s": pairs_per_s, "holdout": retrieval})
+    return retrieval
+
+
+@torch.no_grad()
+def evaluate_holdout(table: ImageTokenTable, corpus: Corpus, indices: np.ndarray, text: torch.Tensor,
+                     chunk: int = 1024) -> dict:
+    """Held-out recall@k (both directions) of the table against the caption vectors."""
+    images = []
+    for lo in range(0, len(indices), chunk):
+        part = np.asarray(indices[lo:lo + chunk])
+        bags = bags_from_tokens(corpus.image_tokens(part), corpus.codebook_size).to(table.weight.device)
+        images.append(table(bags)[0])
+    captions = text[torch.from_numpy(np.asarray(indices)).to(text.device)]
+    return recall_at_k(torch.cat(images), captions, ks=(1, 5, 10))

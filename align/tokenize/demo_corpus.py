@@ -1,0 +1,111 @@
+"""The embedded default corpus: procedural shape scenes, tokenized offline.
+
+Builds a corpus (see corpus.py) from ``shapes.py`` scenes: a patch k-means
+image tokenizer is fitted on the first ``codebook_images`` scenes and saved in
+the corpus folder, every scene is encoded to 32x32 tokens, and every caption
+is tokenized with the chosen LM's tokenizer.  The folder appears only when
+complete (it is built beside its final name and renamed).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tokalign.align.formats.atomic import atomic_dir
+from tokalign.align.formats.corpus import CorpusWriter
+from tokalign.align.errors import TokalignError
+from tokalign.align.fit.config import DEFAULT_LM
+
+log = logging.getLogger(__name__)
+TOKENIZER_FILE = "image_tokenizer.safetensors"
+
+
+@dataclass(frozen=True)
+class DemoCorpusConfig:
+    out: Path
+    items: int = 12288
+    seed: int = 0
+    codebook_size: int = 16384
+    codebook_images: int = 3072
+    kmeans_iterations: int = 8
+    lm: str = DEFAULT_LM
+    cache_root: Path | None = None
+    shard_size: int = 4096
+    chunk: int = 256
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        if self.items < 2:
+            raise TokalignError(f"--items {self.items} must be at least 2")
+        if not 1 <= self.codebook_size <= 65536:
+            raise TokalignError(f"--codebook-size {self.codebook_size} must lie in 1..65536 (tokens are uint16)")
+        if self.codebook_images < 1 or self.shard_size < 1 or self.chunk < 1:
+            raise TokalignError("--codebook-images, shard size and chunk must be positive")
+
+
+def _render(seed: int, indices: range) -> tuple[np.ndarray, list[str]]:
+    from tokalign.align.sources.shapes import make_scene, render
+
+    scenes = [make_scene(seed, i) for i in indices]
+    return np.stack([render(s)[0] for s in scenes]), [s.caption for s in scenes]
+
+
+def build_demo_corpus(config: DemoCorpusConfig, overwrite: bool = False) -> Path:
+    """Build the shapes corpus at ``config.out``; return its path.
+
+    An existing corpus there is an error unless ``overwrite``; it is then
+    replaced only once the new one is complete.
+    """
+    from tokalign.align.lm.captions import text_tokenizer_identity
+    from tokalign.align.image_tokenizers.kmeans import PatchKMeansTokenizer
+    from tokalign.align.lm.load import load_frozen_lm, tokenize_captions
+
+    out = config.out
+    if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise TokalignError(f"{out} exists and is not a tokalign corpus; pass a new or empty --out folder")
+    if (config.out / "manifest.json").exists() and not overwrite:
+        raise TokalignError(f"{config.out} already holds a corpus; remove it or pass --force to rebuild it")
+    lm = load_frozen_lm(config.lm, config.cache_root)
+    sample, _ = _render(config.seed, range(min(config.codebook_images, config.items)))
+    log.info("fitting a %d-code patch k-means tokenizer on %d scenes", config.codebook_size, len(sample))
+    tokenizer = PatchKMeansTokenizer.fit(sample, codebook_size=config.codebook_size,
+                                         iterations=config.kmeans_iterations, seed=config.seed)
+    del sample
+    with atomic_dir(config.out) as tmp:
+        tokenizer.save(tmp / TOKENIZER_FILE)
+        writer = CorpusWriter(tmp, image_tokenizer=dict(tokenizer.identity(), file=TOKENIZER_FILE),
+                              text_tokenizer=text_tokenizer_identity(lm), tokens_per_image=tokenizer.tokens_per_image,
+                              shard_size=config.shard_size,
+                              source={"kind": "shapes", "seed": config.seed, "items": config.items})
+        _encode_all(config, tokenizer, lm, tokenize_captions, writer)
+        writer.finish()
+    return config.out
+
+
+def _encode_all(config: DemoCorpusConfig, tokenizer, lm, tokenize, writer: CorpusWriter) -> None:
+    bar = None
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.items, desc="demo corpus", unit="img", dynamic_ncols=True)
+    starts = range(0, config.items, config.chunk)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # render the next chunk while this one encodes
+        pending = pool.submit(_render, config.seed, range(0, min(config.chunk, config.items)))
+        for start in starts:
+            images, captions = pending.result()
+            nxt = start + config.chunk
+            if nxt < config.items:
+                pending = pool.submit(_render, config.seed, range(nxt, min(nxt + config.chunk, config.items)))
+            tokens = tokenizer.encode(images)
+            for j, (row, ids, caption) in enumerate(zip(tokens, tokenize(lm.tokenizer, captions), captions)):
+                writer.add(row, ids, caption, key=f"shapes-{config.seed}-{start + j:08d}")
+            if bar is not None:
+                bar.update(len(images))
+    if bar is not None:
+        bar.close()

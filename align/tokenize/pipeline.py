@@ -1,0 +1,263 @@
+"""``tokalign tokenize``: image-caption data in, a corpus (format v1, ``corpus.py``) out.
+
+Stages, for :func:`tokenize_corpus`:
+
+1. open the source (``sources.py``) and cut it into parts; build the image
+   tokenizer (``image_tokenizers.py``) and load the LM whose tokenizer
+   encodes the captions; all user errors surface here, before any output;
+2. check the output folder (fresh, resumable or complete: ``tokenize_state.py``);
+   for ``kmeans --fit-codebook`` fit the codebook on the first usable images;
+3. stream the parts not yet done through DataLoader workers
+   (``tokenize_loader.py``: read, check, decode, preprocess) and encode their
+   images in batches on the GPU when there is one; each finished part becomes
+   one shard plus its skip/adjust records, written atomically;
+4. once every part is done, write ``skipped.jsonl``, ``adjusted.jsonl`` and
+   the manifest.
+
+Memory holds the tokens of the parts in flight (2 KB per image), never the
+dataset.  An interrupted run continues with ``resume=True``: finished parts
+are kept and never re-read, so no sample is written twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tokalign.align.tokenize import state
+from tokalign.align.formats.corpus import SHARDS, write_shard
+from tokalign.align.errors import TokalignError
+from tokalign.align.image_tokenizers.registry import KMEANS_FILE, build_image_tokenizer, pretokenized_mismatch
+from tokalign.align.sources.samples import Part
+from tokalign.align.sources.spec import open_source
+from tokalign.align.tokenize.config import TokenizeConfig
+from tokalign.align.tokenize.loader import PartBatch, PartStream, PrepSettings, collate_none, part_batches, worker_init
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizeResult:
+    out: Path
+    complete: bool
+    parts_total: int
+    parts_done: int  # finished by this call
+    manifest: dict | None = None
+
+
+@dataclass
+class _PartBuffer:
+    tokens: list[np.ndarray] = field(default_factory=list)
+    ids: list[list[int]] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    adjusted: list[dict] = field(default_factory=list)
+
+
+def tokenize_corpus(config: TokenizeConfig) -> TokenizeResult:
+    """Build (or continue building) the corpus ``config`` describes."""
+    from tokalign.align.lm.captions import text_tokenizer_identity
+    from tokalign.align.lm.load import load_frozen_lm
+
+    source = open_source(config.source)
+    parts = source.parts()
+    if not parts:
+        raise TokalignError(f"--input {config.source.input} holds no data; check the path or pattern")
+    tokenizer = None if config.fit_codebook else build_image_tokenizer(
+        config.image_tokenizer, config.image_tokenizer_path, device=config.device, dtype=config.dtype,
+        batch_size=config.batch_size, codebook_size=config.codebook_size, grid=config.grid)
+    lm = load_frozen_lm(config.lm, config.cache_root)
+    if tokenizer is not None and config.image_tokenizer == "pretokenized":
+        _preflight_tokens(source, parts, tokenizer)
+    mode = state.prepare_out(config.out, resume=config.resume, force=config.force)
+    if mode == "complete":
+        from tokalign.align.formats.corpus import open_corpus
+
+        log.info("%s is already a complete corpus; nothing to do", config.out)
+        return TokenizeResult(config.out, True, len(parts), 0, open_corpus(config.out).manifest)
+    if config.fit_codebook:
+        tokenizer = _codebook(config, source, parts, mode)
+    identity = tokenizer.identity()
+    if tokenizer.kind == "kmeans" or identity.get("kind") == "kmeans":
+        identity["file"] = KMEANS_FILE
+    run_state = {"source": source.describe(), "parts": [p.fingerprint for p in parts], "image_tokenizer": identity,
+                 "text_tokenizer": text_tokenizer_identity(lm), "tokens_per_image": tokenizer.tokens_per_image,
+                 "preprocessing": {"image_size": config.image_size, "min_side": config.min_side,
+                                   "resize": "shorter side, bicubic", "crop": "centre", "mode": "RGB"}}
+    if mode == "fresh":
+        _start(config.out, tokenizer, run_state)
+    else:
+        state.check_state(config.out, run_state)
+    pending = [p for p in parts if not state.part_done(config.out, p)]
+    log.info("%d of %d parts to tokenize into %s", len(pending), len(parts), config.out)
+    done = _run(config, source, pending, tokenizer, lm, len(parts) - len(pending), len(parts)) if pending else 0
+    if done < len(pending):
+        log.info("stopped after %d parts; continue with --resume", done)
+        return TokenizeResult(config.out, False, len(parts), done)
+    fields = {k: run_state[k] for k in ("tokens_per_image", "image_tokenizer", "text_tokenizer")}
+    fields["source"] = dict(run_state["source"], preprocessing=run_state["preprocessing"])
+    manifest = state.finish(config.out, parts, fields)
+    return TokenizeResult(config.out, True, len(parts), done, manifest)
+
+
+def _start(out: Path, tokenizer, run_state: dict) -> None:
+    (out / SHARDS).mkdir(parents=True, exist_ok=True)
+    kmeans = getattr(tokenizer, "decoder", None) if tokenizer.kind == "pretokenized" else tokenizer
+    if run_state["image_tokenizer"].get("file") and kmeans is not None:
+        kmeans.save(out / KMEANS_FILE)  # the corpus keeps its (small) k-means codebook
+    state.write_state(out, run_state)
+
+
+def _preflight_tokens(source, parts: list[Part], tokenizer) -> None:
+    """Refuse a mismatched pretokenized input before writing anything (its first token array)."""
+    for sample in source.read(parts[0]):
+        if sample.skip is None and sample.image is not None:
+            problem = tokenizer.check(sample.image) if isinstance(sample.image, np.ndarray) else "is not a token array"
+            if problem:
+                raise TokalignError(pretokenized_mismatch(repr(sample.key), problem))
+            return
+
+
+def _codebook(config: TokenizeConfig, source, parts: list[Part], mode: str):
+    """The k-means tokenizer for --fit-codebook: the one saved by the interrupted run, or a new fit."""
+    from tokalign.align.image_tokenizers.kmeans import PatchKMeansTokenizer
+
+    saved = config.out / KMEANS_FILE
+    if mode == "resume" and saved.is_file():
+        tokenizer = PatchKMeansTokenizer.load(saved)
+        if tokenizer.codebook_size != config.codebook_size:
+            raise TokalignError(f"cannot resume {config.out}: its image tokenizer differs from this run's (a "
+                                f"{tokenizer.codebook_size}-code codebook, not --codebook-size {config.codebook_size}); "
+                                "rerun with the original options, or choose a new --out")
+        return tokenizer
+    settings = _settings(config, tokens_per_image=1024, codebook_size=65536)
+    images: list[np.ndarray] = []
+    for part in parts:
+        for batch in part_batches(source, part, settings):
+            if batch.pixels is not None:
+                images.extend(batch.pixels.numpy()[: config.codebook_images - len(images)])
+            if len(images) >= config.codebook_images:
+                break
+        if len(images) >= config.codebook_images:
+            break
+    if not images:
+        raise TokalignError(f"--input {config.source.input} has no usable image to fit a codebook on; see the skip reasons with -v")
+    log.info("fitting a %d-code k-means codebook on %d images", config.codebook_size, len(images))
+    return PatchKMeansTokenizer.fit(np.stack(images), codebook_size=config.codebook_size,
+                                    iterations=config.kmeans_iterations, seed=config.seed)
+
+
+def _settings(config: TokenizeConfig, tokens_per_image: int, codebook_size: int) -> PrepSettings:
+    return PrepSettings(image_size=config.image_size, min_side=config.min_side, batch_size=config.batch_size,
+                        tokens=config.image_tokenizer == "pretokenized", codebook_size=codebook_size,
+                        tokens_per_image=tokens_per_image)
+
+
+def _run(config: TokenizeConfig, source, pending: list[Part], tokenizer, lm, already: int, total: int) -> int:
+    """Tokenize ``pending`` parts; return how many were finished (fewer when stopped early)."""
+    import torch
+
+    from tokalign.align.lm.load import tokenize_captions
+
+    settings = _settings(config, tokenizer.tokens_per_image, tokenizer.codebook_size)
+    workers = min(config.workers, len(pending))
+    loader = torch.utils.data.DataLoader(
+        PartStream(source, pending, settings), batch_size=None, collate_fn=collate_none, num_workers=workers,
+        worker_init_fn=worker_init if workers else None, prefetch_factor=4 if workers else None,
+        pin_memory=torch.cuda.is_available() and str(getattr(tokenizer, "device", "cpu")).startswith("cuda"))
+    buffers: dict[int, _PartBuffer] = {}
+    by_index = {p.index: p for p in pending}
+    progress = _Progress(config.progress, already, total)
+    done = 0
+    try:
+        for batch in loader:
+            if batch.fatal:
+                raise TokalignError(f"{batch.fatal}; the {already + done} finished parts are kept (fix and pass --resume)")
+            buf = buffers.setdefault(batch.part, _PartBuffer())
+            _absorb(buf, batch, _encode(tokenizer, batch), tokenize_captions(lm.tokenizer, batch.captions))
+            progress.update(batch)
+            if batch.last:
+                _write_part(config.out, by_index[batch.part], buffers.pop(batch.part))
+                done += 1
+                progress.part_done()
+                if config.stop_after_parts is not None and done >= config.stop_after_parts:
+                    break
+    finally:
+        progress.close()
+    return done
+
+
+def _encode(tokenizer, batch: PartBatch) -> np.ndarray | None:
+    if batch.tokens is not None:
+        return batch.tokens
+    if batch.pixels is None:
+        return None
+    if hasattr(tokenizer, "encode_tensor"):
+        return tokenizer.encode_tensor(batch.pixels).cpu().numpy().astype(np.uint16)
+    return tokenizer.encode(batch.pixels.numpy())
+
+
+def _absorb(buf: _PartBuffer, batch: PartBatch, tokens: np.ndarray | None, ids: list[list[int]]) -> None:
+    buf.skipped.extend(batch.skipped)
+    buf.adjusted.extend(batch.adjusted)
+    for i, key in enumerate(batch.keys):
+        if not ids[i]:  # e.g. a caption of only characters the text tokenizer drops
+            buf.skipped.append({"key": key, "part": None, "reason": "empty_caption", "detail": "caption has no text tokens"})
+            continue
+        buf.tokens.append(tokens[i])
+        buf.ids.append(ids[i])
+        buf.captions.append(batch.captions[i])
+        buf.keys.append(key)
+
+
+def _write_part(out: Path, part: Part, buf: _PartBuffer) -> None:
+    shard = None
+    if buf.keys:
+        shard = write_shard(out / SHARDS, state.shard_name(part.index), np.stack(buf.tokens), buf.ids,
+                            buf.captions, buf.keys)
+    for row in buf.skipped:
+        row["part"] = part.name
+    kept = set(buf.keys)
+    adjusted = [row for row in buf.adjusted if row["key"] in kept]  # minus items dropped after preprocessing
+    state.write_part_record(out, part, shard, buf.skipped, adjusted)
+
+
+class _Progress:
+    """A tqdm bar over samples read, with images/s, kept, skipped and parts done."""
+
+    def __init__(self, enabled: bool, already: int, total: int) -> None:
+        self.bar, self.kept, self.skipped, self.parts, self.total = None, 0, 0, already, total
+        self.start = time.perf_counter()
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(desc="tokenize", unit="img", dynamic_ncols=True)
+            self._postfix()
+
+    def update(self, batch: PartBatch) -> None:
+        self.kept += len(batch.keys)
+        self.skipped += len(batch.skipped)
+        if self.bar is not None:
+            self.bar.update(batch.read)
+            self._postfix()
+
+    def part_done(self) -> None:
+        self.parts += 1
+        if self.bar is not None:
+            self._postfix()
+        log.debug("part %d/%d done (%d kept, %d skipped so far)", self.parts, self.total, self.kept, self.skipped)
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix(kept=self.kept, skipped=self.skipped, parts=f"{self.parts}/{self.total}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        seconds = time.perf_counter() - self.start
+        log.info("tokenized %d images in %.1f s (%.1f img/s), skipped %d", self.kept, seconds,
+                 self.kept / max(seconds, 1e-9), self.skipped)

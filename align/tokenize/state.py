@@ -1,0 +1,149 @@
+"""The output folder of ``tokalign tokenize`` while it is being built: part records, resuming, finishing.
+
+The corpus is written in place, part by part.  For part ``i`` the pipeline
+writes, each atomically and in this order:
+
+* ``shards/shard-{i:05d}.safetensors`` and ``.jsonl`` (the corpus shard; none
+  when every item of the part was skipped),
+* ``shards/shard-{i:05d}.skipped.jsonl`` and ``.adjusted.jsonl``,
+* ``shards/shard-{i:05d}.part.json`` last: the part's fingerprint, its shard
+  entry and its counts.  A part is done exactly when this file exists, its
+  fingerprint matches the input and its shard has the recorded size.
+
+``tokenize.json`` (written before any part) records what the run is: source,
+image and text tokenizer identities and preprocessing.  ``--resume`` refuses
+to continue a folder whose ``tokenize.json`` differs from the new run, and
+skips done parts, so no sample is ever written twice.  ``finish`` gathers the
+part records in part order into ``skipped.jsonl``, ``adjusted.jsonl`` and
+``manifest.json`` (last: a folder with a manifest is a complete corpus), then
+removes the per-part bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tokalign.align.formats import atomic
+from tokalign.align.formats.corpus import FORMAT, MANIFEST, SHARDS, VERSION
+from tokalign.align.errors import TokalignError
+from tokalign.align.sources.samples import Part
+
+log = logging.getLogger(__name__)
+STATE = "tokenize.json"
+STATE_FORMAT = "tokalign-tokenize-state"
+SKIPPED, ADJUSTED = "skipped.jsonl", "adjusted.jsonl"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def prepare_out(out: Path, *, resume: bool, force: bool) -> str:
+    """Check the output folder; return "fresh", "resume" or "complete".  Never touches a folder that is not ours."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return "fresh"
+    if not out.is_dir():
+        raise TokalignError(f"--out {out} is a file; pass a new or empty folder")
+    ours = (out / MANIFEST).is_file() or (out / STATE).is_file()
+    if not ours:
+        raise TokalignError(f"--out {out} is not empty and holds no tokalign corpus; pass a new or empty folder")
+    if force:
+        shutil.rmtree(out)
+        return "fresh"
+    if (out / MANIFEST).is_file():
+        if resume:
+            return "complete"
+        raise TokalignError(f"{out} already holds a corpus; pass --force to rebuild it, or choose another --out")
+    if not resume:
+        raise TokalignError(f"{out} holds an unfinished tokenize run; pass --resume to continue it or --force to start over")
+    return "resume"
+
+
+def write_state(out: Path, state: dict) -> None:
+    atomic.write_json(out / STATE, dict(format=STATE_FORMAT, **state))
+
+
+def check_state(out: Path, state: dict) -> None:
+    """Refuse to resume a run that was made from other input or with other tokenizers."""
+    try:
+        old = json.loads((out / STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise TokalignError(f"{out / STATE} is unreadable; pass --force to start over") from None
+    for key, value in state.items():
+        if json.loads(json.dumps(value)) != old.get(key):
+            raise TokalignError(f"cannot resume {out}: its {key.replace('_', ' ')} differs from this run's "
+                                "(other input, tokenizer or options); pass the original options, or --force to start over")
+
+
+def part_done(out: Path, part: Part) -> bool:
+    """True when ``part`` was finished by an earlier run (record present, same input, shard intact)."""
+    path = out / SHARDS / f"{shard_name(part.index)}.part.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if record.get("fingerprint") != json.loads(json.dumps(part.fingerprint)):
+        return False
+    entry = record.get("shard")
+    if entry is None:
+        return True
+    shard = out / SHARDS / f"{entry['name']}.safetensors"
+    return shard.is_file() and shard.stat().st_size == entry["bytes"]
+
+
+def write_part_record(out: Path, part: Part, shard: dict | None, skipped: list[dict], adjusted: list[dict]) -> None:
+    """The part's skip/adjust lists, then its record (which marks it done)."""
+    stem = out / SHARDS / shard_name(part.index)
+    atomic.write_text(f"{stem}.skipped.jsonl", _jsonl(skipped))
+    atomic.write_text(f"{stem}.adjusted.jsonl", _jsonl(adjusted))
+    atomic.write_json(f"{stem}.part.json", {
+        "index": part.index, "name": part.name, "fingerprint": part.fingerprint, "shard": shard,
+        "skipped": _counts(skipped), "adjusted": _counts(adjusted),
+    })
+
+
+def finish(out: Path, parts: list[Part], manifest_fields: dict[str, Any]) -> dict:
+    """Assemble the manifest from every part record; write it last; return it."""
+    shards, skipped, adjusted, skip_lines, adjust_lines = [], {}, {}, [], []
+    for part in parts:
+        stem = out / SHARDS / shard_name(part.index)
+        record = json.loads(Path(f"{stem}.part.json").read_text(encoding="utf-8"))
+        if record["shard"] is not None:
+            shards.append(record["shard"])
+        _add(skipped, record["skipped"])
+        _add(adjusted, record["adjusted"])
+        skip_lines.append(Path(f"{stem}.skipped.jsonl").read_text(encoding="utf-8"))
+        adjust_lines.append(Path(f"{stem}.adjusted.jsonl").read_text(encoding="utf-8"))
+    atomic.write_text(out / SKIPPED, "".join(skip_lines))
+    atomic.write_text(out / ADJUSTED, "".join(adjust_lines))
+    manifest = {"format": FORMAT, "version": VERSION, "items": sum(s["items"] for s in shards),
+                **manifest_fields, "shards": shards, "skipped": dict(sorted(skipped.items())),
+                "adjusted": dict(sorted(adjusted.items()))}
+    atomic.write_json(out / MANIFEST, manifest)
+    for part in parts:
+        stem = out / SHARDS / shard_name(part.index)
+        for suffix in (".part.json", ".skipped.jsonl", ".adjusted.jsonl"):
+            Path(f"{stem}{suffix}").unlink(missing_ok=True)
+    (out / STATE).unlink(missing_ok=True)
+    return manifest
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def _counts(rows: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        for reason in row["reasons"] if "reasons" in row else [row["reason"]]:
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _add(total: dict[str, int], counts: dict[str, int]) -> None:
+    for reason, n in counts.items():
+        total[reason] = total.get(reason, 0) + n
