@@ -29,6 +29,7 @@ import torch
 from tokalign.align.formats import run_folder as rd
 from tokalign.align.formats.atomic import atomic_dir
 from tokalign.align.errors import TokalignError
+from tokalign.align.training.progress import progress_bar
 
 from .neighbors import exact_ip_search
 from .run_artifacts import open_run
@@ -97,20 +98,14 @@ def write_report(config: ReportConfig) -> dict:
 
 # ------------------------------------------------------------------ pieces
 def _search_all(table: np.ndarray, text: np.ndarray, config: ReportConfig) -> tuple[np.ndarray, np.ndarray]:
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(table), desc="neighbours", unit="tok", dynamic_ncols=True)
+    bar = progress_bar(config.progress, desc="neighbours", unit="tok", total=len(table))
     scores, ids = [], []
     for lo in range(0, len(table), config.chunk):
         s, i, _ = exact_ip_search(table[lo:lo + config.chunk], text, config.k)
         scores.append(s)
         ids.append(i)
-        if bar is not None:
-            bar.update(min(config.chunk, len(table) - lo))
-    if bar is not None:
-        bar.close()
+        bar.update(min(config.chunk, len(table) - lo))
+    bar.close()
     return np.concatenate(scores), np.concatenate(ids)
 
 

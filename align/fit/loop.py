@@ -28,12 +28,15 @@ from tokalign.align.formats import atomic
 from tokalign.align.formats import run_folder as rd
 from tokalign.align.fit.bags import bags_from_tokens
 from tokalign.align.lm.captions import caption_vectors, check_caption_ids, corpus_caption_ids
+from tokalign.align.training.accelerator import build_accelerator
 from tokalign.align.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from tokalign.align.formats.corpus import Corpus, open_corpus
 from tokalign.align.errors import TokalignError
 from tokalign.align.fit.config import FitConfig
 from tokalign.align.fit.loss import clip_loss
 from tokalign.align.fit.retrieval import recall_at_k
+from tokalign.align.training.metrics import MetricsLog
+from tokalign.align.training.progress import progress_bar
 from tokalign.align.training.schedule import lr_at
 from tokalign.align.fit.split import holdout_split
 from tokalign.align.fit.table import ImageTokenTable, save_table
@@ -59,11 +62,9 @@ class FitResult:
 
 def fit(config: FitConfig) -> FitResult:
     """Run (or resume) a fit as configured; return its final figures."""
-    from accelerate import Accelerator
-
     from tokalign.align.lm.load import load_frozen_lm, tokenize_captions
 
-    accelerator = _accelerator(config, Accelerator)
+    accelerator = build_accelerator(config.device)
     corpus = open_corpus(config.corpus)
     train_idx, holdout_idx = holdout_split(corpus.items, config.holdout, config.seed)
     _check_sizes(config, len(train_idx), accelerator.num_processes)
@@ -104,14 +105,6 @@ def fit(config: FitConfig) -> FitResult:
 
 
 # ------------------------------------------------------------------ set-up
-def _accelerator(config: FitConfig, accelerator_cls):
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise TokalignError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    # without a GPU, "auto" must still say cpu=True: Accelerate only then treats
-    # torchrun-launched CPU processes as one gloo group instead of N lone runs
-    return accelerator_cls(cpu=config.device == "cpu" or not torch.cuda.is_available())
-
-
 def _check_sizes(config: FitConfig, train_items: int, world: int) -> None:
     if config.batch_size % world:
         raise TokalignError(f"--batch-size {config.batch_size} is not divisible by the {world} processes; "
@@ -225,8 +218,9 @@ class _Loop:
         cfg = self.config
         self.step = start
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
-        metrics = rd.MetricsLog(cfg.run_dir / rd.METRICS, start) if self.acc.is_main_process else None
-        bar = _progress(cfg, self.acc, start, end)
+        metrics = MetricsLog(cfg.run_dir / rd.METRICS, start) if self.acc.is_main_process else None
+        bar = progress_bar(cfg.progress and self.acc.is_main_process, desc="fit", unit="step", total=cfg.steps,
+                           initial=start)
         loss_value, pairs_per_s, window_start, window_steps = float("nan"), 0.0, time.perf_counter(), 0
         run_start = window_start
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -245,8 +239,7 @@ class _Loop:
                     window_start, window_steps = time.perf_counter(), 0
                 if self.step % cfg.checkpoint_every == 0 or self.step == end:
                     self._checkpoint()
-        if bar is not None:
-            bar.close()
+        bar.close()
         if end > start:  # report the whole invocation's throughput, not the last window's
             pairs_per_s = (end - start) * cfg.batch_size / max(time.perf_counter() - run_start, 1e-9)
         return loss_value, pairs_per_s
@@ -272,9 +265,8 @@ class _Loop:
                "temperature": math.exp(-scale), "lr": self._lr, "pairs_per_s": pairs_per_s}
         if metrics is not None:
             metrics.write(row)
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss:.4f}", T=f"{math.exp(-scale):.4f}", pairs_s=f"{pairs_per_s:,.0f}")
-            bar.update(step + 1 - bar.n)
+        bar.set_postfix(loss=f"{loss:.4f}", T=f"{math.exp(-scale):.4f}", pairs_s=f"{pairs_per_s:,.0f}")
+        bar.update(step + 1 - bar.n)
         log.debug("step %d loss %.4f scale %.3f", step + 1, loss, scale)
 
     def _checkpoint(self) -> None:
@@ -283,14 +275,6 @@ class _Loop:
             save_checkpoint(self.config.run_dir / rd.CHECKPOINTS, self.step, self.acc.unwrap_model(self.model),
                             self.optimizer, info, self.config.keep_checkpoints)
         self.acc.wait_for_everyone()
-
-
-def _progress(config: FitConfig, accelerator, start: int, end: int):
-    if not (config.progress and accelerator.is_main_process):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=config.steps, initial=start, desc="fit", unit="step", dynamic_ncols=True)
 
 
 # ------------------------------------------------------------------ the end

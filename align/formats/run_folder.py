@@ -64,29 +64,8 @@ def store_lm(run: Path, lm) -> None:
                                                  "vocab_size": lm.vocab_size, "d_model": lm.d_model}, indent=2) + "\n")
 
 
-class MetricsLog:
-    """Append-only ``metrics.jsonl``; on resume, entries past the checkpoint are dropped."""
-
-    def __init__(self, path: Path, resume_step: int = 0) -> None:
-        self.path = path
-        kept = []
-        if resume_step and path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by the interruption
-                if row.get("step", 0) <= resume_step:
-                    kept.append(line + "\n")
-        atomic.write_text(path, "".join(kept))
-
-    def write(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-
-
 def read_metrics(run: Path) -> list[dict[str, Any]]:
-    path = Path(run) / METRICS
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The run's ``metrics.jsonl`` rows (see :mod:`tokalign.align.training.metrics`)."""
+    from tokalign.align.training.metrics import read_metrics as read_rows
+
+    return read_rows(Path(run) / METRICS)

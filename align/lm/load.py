@@ -28,6 +28,7 @@ import torch
 
 from tokalign.align.formats.atomic import atomic_dir, save_safetensors, write_json
 from tokalign.align.errors import TokalignError
+from tokalign.align.formats.hashing import tensor_sha256  # noqa: F401  (re-exported: the one hasher)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -109,14 +110,6 @@ def tokenize_captions(tokenizer: "PreTrainedTokenizerBase", captions: Sequence[s
         return []
     encoded = tokenizer(captions, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
     return [list(ids) for ids in encoded["input_ids"]]
-
-
-def tensor_sha256(tensor: torch.Tensor) -> str:
-    """sha256 of ``tensor`` as fp32, C-contiguous, little endian."""
-    array = tensor.detach().to("cpu", torch.float32).contiguous().numpy()
-    if sys.byteorder != "little":
-        array = array.astype("<f4")
-    return hashlib.sha256(array.data).hexdigest()
 
 
 def cache_entry_name(identity: dict) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from tokalign.align.formats.atomic import atomic_dir
 from tokalign.align.formats.corpus import CorpusWriter
 from tokalign.align.errors import TokalignError
+from tokalign.align.training.progress import progress_bar
 from tokalign.align.fit.config import DEFAULT_LM
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,7 @@ def build_demo_corpus(config: DemoCorpusConfig, overwrite: bool = False) -> Path
 
 
 def _encode_all(config: DemoCorpusConfig, tokenizer, lm, tokenize, writer: CorpusWriter) -> None:
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.items, desc="demo corpus", unit="img", dynamic_ncols=True)
+    bar = progress_bar(config.progress, desc="demo corpus", unit="img", total=config.items)
     starts = range(0, config.items, config.chunk)
     with ThreadPoolExecutor(max_workers=1) as pool:  # render the next chunk while this one encodes
         pending = pool.submit(_render, config.seed, range(0, min(config.chunk, config.items)))
@@ -105,7 +102,5 @@ def _encode_all(config: DemoCorpusConfig, tokenizer, lm, tokenize, writer: Corpu
             tokens = tokenizer.encode(images)
             for j, (row, ids, caption) in enumerate(zip(tokens, tokenize(lm.tokenizer, captions), captions)):
                 writer.add(row, ids, caption, key=f"shapes-{config.seed}-{start + j:08d}")
-            if bar is not None:
-                bar.update(len(images))
-    if bar is not None:
-        bar.close()
+            bar.update(len(images))
+    bar.close()

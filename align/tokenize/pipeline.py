@@ -35,6 +35,7 @@ from tokalign.align.image_tokenizers.registry import KMEANS_FILE, build_image_to
 from tokalign.align.sources.samples import Part
 from tokalign.align.sources.spec import open_source
 from tokalign.align.tokenize.config import TokenizeConfig
+from tokalign.align.training.progress import progress_bar
 from tokalign.align.tokenize.loader import PartBatch, PartStream, PrepSettings, collate_none, part_batches, worker_init
 
 log = logging.getLogger(__name__)
@@ -231,33 +232,27 @@ class _Progress:
     """A tqdm bar over samples read, with images/s, kept, skipped and parts done."""
 
     def __init__(self, enabled: bool, already: int, total: int) -> None:
-        self.bar, self.kept, self.skipped, self.parts, self.total = None, 0, 0, already, total
+        self.kept, self.skipped, self.parts, self.total = 0, 0, already, total
         self.start = time.perf_counter()
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(desc="tokenize", unit="img", dynamic_ncols=True)
-            self._postfix()
+        self.bar = progress_bar(enabled, desc="tokenize", unit="img")
+        self._postfix()
 
     def update(self, batch: PartBatch) -> None:
         self.kept += len(batch.keys)
         self.skipped += len(batch.skipped)
-        if self.bar is not None:
-            self.bar.update(batch.read)
-            self._postfix()
+        self.bar.update(batch.read)
+        self._postfix()
 
     def part_done(self) -> None:
         self.parts += 1
-        if self.bar is not None:
-            self._postfix()
+        self._postfix()
         log.debug("part %d/%d done (%d kept, %d skipped so far)", self.parts, self.total, self.kept, self.skipped)
 
     def _postfix(self) -> None:
         self.bar.set_postfix(kept=self.kept, skipped=self.skipped, parts=f"{self.parts}/{self.total}", refresh=False)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
         seconds = time.perf_counter() - self.start
         log.info("tokenized %d images in %.1f s (%.1f img/s), skipped %d", self.kept, seconds,
                  self.kept / max(seconds, 1e-9), self.skipped)

@@ -1,9 +1,9 @@
-"""Resumable fit checkpoints: ``checkpoints/step_N/`` written atomically.
+"""Resumable training checkpoints: ``step_N/`` folders written atomically, the newest ``keep`` kept.
 
-Each holds ``state.safetensors`` (the table, the logit scale and the AdamW
-moments) and ``trainer.json`` (the step, the optimizer's hyper-parameters and
-the settings the trajectory depends on).  The data order is a pure function of
-(seed, epoch), so the step number is all the sampler needs to continue.
+Each holds ``state.safetensors`` (the model's state dict under ``model.``, the optimizer's per-parameter slots
+under ``optim.``, and any ``extra`` tensors under ``extra.``) and ``trainer.json`` (the step, the optimizer's
+hyper-parameters and whatever JSON ``info`` the caller records: the settings its trajectory depends on, a data
+position, RNG states). Used by the fit and the generator.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ _NAME = re.compile(r"^step_(\d+)$")
 
 
 def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    info: dict[str, Any], keep: int) -> Path:
+                    info: dict[str, Any], keep: int, extra: dict[str, torch.Tensor] | None = None) -> Path:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     state = optimizer.state_dict()
     for pid, slots in state["state"].items():
         for name, value in slots.items():
@@ -58,7 +59,7 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model and optimizer in place; return ``trainer.json``."""
+    """Restore model and optimizer in place; return ``trainer.json`` (with ``extra`` tensors under ``"extra"``)."""
     try:
         trainer = json.loads((path / "trainer.json").read_text())
         tensors = load_file(str(path / "state.safetensors"))
@@ -69,7 +70,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         if key not in model_state or model_state[key].shape != value.shape:
             got = tuple(model_state[key].shape) if key in model_state else "nothing"
             raise TokalignError(f"checkpoint {path} holds {key} of shape {got}, this run needs {tuple(value.shape)}: "
-                                "the codebook size or d_model differs; resume with the original corpus and --lm, or start a new --run")
+                                "the model's shape differs (codebook size, d_model, vocabulary); resume with the original "
+                                "corpus and --lm, or start a new --run")
     model.load_state_dict(model_state)
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -77,4 +79,5 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
             _, pid, name = key.split(".", 2)
             slots.setdefault(int(pid), {})[name] = value
     optimizer.load_state_dict({"state": slots, "param_groups": trainer["param_groups"]})
+    trainer["extra"] = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
     return trainer

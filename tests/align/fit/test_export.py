@@ -11,8 +11,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tokalign.align.errors import TokalignError
-from tokalign.align.fit.export import (EXPORT_TARGETS, SPECIAL_TOKENS, ExportConfig, export_run, read_generator_init,
-                                   tensors_sha256)
+from tokalign.align.fit.export import EXPORT_TARGETS, ExportConfig, export_run
+from tokalign.align.formats.generator_init import SPECIAL_TOKENS, read_generator_init
+from tokalign.align.formats.hashing import tensors_sha256
 from tokalign.align.fit.loop import fit
 from tokalign.align.fit.config import FitConfig
 from cli_run import refused, run_main

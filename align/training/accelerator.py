@@ -1,0 +1,25 @@
+"""Building the Accelerate ``Accelerator`` for a training run, with the rule that makes CPU runs correct.
+
+Without a visible GPU, Accelerate must be told ``cpu=True`` even for ``--device auto``: only then does it treat
+``accelerate launch --multi_gpu`` / torchrun-started CPU processes as one gloo group instead of N lone runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokalign.align.errors import TokalignError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def build_accelerator(device: str = "auto", **kwargs: Any):
+    """An ``accelerate.Accelerator`` on ``device`` (``auto``: a GPU when one is visible); ``kwargs`` pass through."""
+    import torch
+    from accelerate import Accelerator
+
+    if device not in DEVICES:
+        raise TokalignError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TokalignError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    return Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(), **kwargs)
