@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tokalign.align.errors import TokalignError
+from tokalign.align.search.faiss_ip import exact_ip_search, normalized  # noqa: F401  (re-exported)
 
 from .run_artifacts import RunArtifacts, open_run
 
@@ -105,35 +106,6 @@ def _token_json(token: Token, kind: str) -> dict[str, Any]:
     if kind == "image_token":
         return {"kind": kind, "id": token.id}
     return {"kind": kind, **asdict(token)}
-
-
-# ------------------------------------------------------------------ search
-
-
-def normalized(rows: np.ndarray) -> np.ndarray:
-    """A float32 C-contiguous copy of ``rows`` (n, d) with unit L2 rows (zero rows stay zero)."""
-    import faiss
-
-    out = np.array(rows, dtype=np.float32, order="C", copy=True, ndmin=2)
-    faiss.normalize_L2(out)
-    return out
-
-
-def exact_ip_search(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Top-``k`` cosine similarities of each query row against ``database`` rows: (scores, ids, device)."""
-    import faiss
-
-    if not 1 <= k <= len(database):
-        raise TokalignError(f"-k {k} is out of range: there are {len(database)} rows to search")
-    base = normalized(database)
-    index = faiss.IndexFlatIP(base.shape[1])
-    device = "cpu"
-    if faiss.get_num_gpus() > 0:
-        index = faiss.index_cpu_to_all_gpus(index)
-        device = "gpu"
-    index.add(base)
-    scores, ids = index.search(normalized(queries), k)
-    return scores, ids, device
 
 
 # ------------------------------------------------------------------ queries

