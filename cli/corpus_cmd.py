@@ -6,23 +6,28 @@ from pathlib import Path
 
 import click
 
-from tokalign.align.fit.config import DEFAULT_LM
+from tokalign.align.tokenize.demo_corpus import DemoCorpusConfig
+from tokalign.cli.options import default_of
+
+
+def _d(name: str):
+    return default_of(DemoCorpusConfig, name)
 
 
 @click.command("demo-corpus")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Corpus folder to create.")
-@click.option("--items", type=int, default=12288, show_default=True, help="Image-caption pairs to generate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the scenes and the codebook.")
-@click.option("--codebook-size", type=int, default=16384, show_default=True, help="Image tokenizer codebook size.")
-@click.option("--codebook-images", type=int, default=3072, show_default=True, help="Scenes the k-means codebook is fitted on.")
-@click.option("--lm", default=DEFAULT_LM, show_default=True, help="LM whose tokenizer encodes the captions.")
+@click.option("--items", type=int, default=_d("items"), show_default=True, help="Image-caption pairs to generate.")
+@click.option("--seed", type=int, default=_d("seed"), show_default=True, help="Seed of the scenes and the codebook.")
+@click.option("--codebook-size", type=int, default=_d("codebook_size"), show_default=True, help="Image tokenizer codebook size.")
+@click.option("--codebook-images", type=int, default=_d("codebook_images"), show_default=True, help="Scenes the k-means codebook is fitted on.")
+@click.option("--lm", default=_d("lm"), show_default=True, help="LM whose tokenizer encodes the captions.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache for derived LM weights.")
 @click.option("--if-missing", is_flag=True, help="Do nothing when --out already holds a corpus.")
 @click.option("--force", is_flag=True, help="Rebuild even when --out already holds a corpus.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def demo_corpus(out, items, seed, codebook_size, codebook_images, lm, cache_dir, if_missing, force, no_progress) -> None:
     """Generate shape scenes with captions and tokenize them (k-means image tokenizer)."""
-    from tokalign.align.tokenize.demo_corpus import DemoCorpusConfig, build_demo_corpus
+    from tokalign.align.tokenize.demo_corpus import build_demo_corpus
 
     config = DemoCorpusConfig(out=out, items=items, seed=seed, codebook_size=codebook_size,
                               codebook_images=codebook_images, lm=lm, cache_root=cache_dir, progress=not no_progress)

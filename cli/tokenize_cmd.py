@@ -6,56 +6,61 @@ from pathlib import Path
 
 import click
 
-from tokalign.align.defaults import DEFAULT_LM
 from tokalign.align.image_tokenizers.registry import KINDS
-from tokalign.align.sources.spec import FORMATS
+from tokalign.align.sources.spec import FORMATS, SourceSpec
+from tokalign.align.tokenize.config import DTYPES, TokenizeConfig
+from tokalign.cli.options import default_of
+
+
+def _d(name: str):
+    return default_of(TokenizeConfig, name)
 
 
 @click.command()
 @click.option("--input", "input_", required=True, help="Tar shard(s) or brace pattern, an image folder, a parquet file/folder, a saved HF dataset, or a .npy of tokens.")
 @click.option("--input-format", type=click.Choice(FORMATS), default=None, help="Input format [default: detected].")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Corpus folder to write.")
-@click.option("--image-tokenizer", type=click.Choice(KINDS), default="movq", show_default=True, help="Image tokenizer.")
+@click.option("--image-tokenizer", type=click.Choice(KINDS), default=_d("image_tokenizer"), show_default=True, help="Image tokenizer.")
 @click.option("--image-tokenizer-path", default=None, help="movq: weights folder (or hub id); kmeans: saved codebook file or corpus; pretokenized: the tokenizer that made the tokens.")
 @click.option("--fit-codebook", is_flag=True, help="kmeans: fit the codebook on the first --codebook-images usable images of this input.")
-@click.option("--codebook-size", type=int, default=16384, show_default=True, help="kmeans --fit-codebook / pretokenized: codebook size.")
-@click.option("--codebook-images", type=int, default=1024, show_default=True, help="kmeans --fit-codebook: images to fit on.")
-@click.option("--grid", type=int, default=32, show_default=True, help="pretokenized without a path: tokens per image = grid x grid.")
-@click.option("--min-side", type=int, default=64, show_default=True, help="Skip images whose shorter side is below this; upscale those between it and 256.")
+@click.option("--codebook-size", type=int, default=_d("codebook_size"), show_default=True, help="kmeans --fit-codebook / pretokenized: codebook size.")
+@click.option("--codebook-images", type=int, default=_d("codebook_images"), show_default=True, help="kmeans --fit-codebook: images to fit on.")
+@click.option("--grid", type=int, default=_d("grid"), show_default=True, help="pretokenized without a path: tokens per image = grid x grid.")
+@click.option("--min-side", type=int, default=_d("min_side"), show_default=True, help="Skip images whose shorter side is below this; upscale those between it and 256.")
 @click.option("--captions", default=None, help="folder/npy inputs: the captions file [default: captions.jsonl|csv, metadata.jsonl|csv].")
 @click.option("--image-column", default=None, help="parquet/hf: image column [default: detected].")
 @click.option("--caption-column", default=None, help="parquet/hf: caption column [default: detected].")
 @click.option("--split", default=None, help="hf DatasetDict: the split [default: train].")
-@click.option("--shard-size", type=int, default=8192, show_default=True, help="Items per output shard for folder/parquet/hf/npy inputs (a tar is one shard).")
-@click.option("--lm", default=DEFAULT_LM, show_default=True, help="LM whose tokenizer encodes the captions.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per encode call.")
+@click.option("--shard-size", type=int, default=default_of(SourceSpec, "part_size"), show_default=True, help="Items per output shard for folder/parquet/hf/npy inputs (a tar is one shard).")
+@click.option("--lm", default=_d("lm"), show_default=True, help="LM whose tokenizer encodes the captions.")
+@click.option("--batch-size", type=int, default=_d("batch_size"), show_default=True, help="Images per encode call.")
 @click.option("--workers", type=int, default=None, help="Data-loading processes [default: cores - 1, at most 8; 0 = in this process].")
 @click.option("--device", default=None, help="Encode on this device (cpu, cuda, cuda:1) [default: cuda when available].")
-@click.option("--dtype", type=click.Choice(("float32", "bfloat16", "float16")), default="float32", show_default=True, help="movq compute precision.")
+@click.option("--dtype", type=click.Choice(DTYPES), default=_d("dtype"), show_default=True, help="movq compute precision.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (finished shards are kept).")
 @click.option("--force", is_flag=True, help="Replace what --out holds.")
 @click.option("--stop-after-parts", type=int, default=None, help="End after N shards (resumable), e.g. on time-limited jobs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the k-means fit.")
+@click.option("--seed", type=int, default=_d("seed"), show_default=True, help="Seed of the k-means fit.")
+@click.option("--kmeans-iterations", type=int, default=_d("kmeans_iterations"), show_default=True, help="kmeans --fit-codebook: k-means iterations.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache for derived LM weights.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def tokenize(input_, input_format, out, image_tokenizer, image_tokenizer_path, fit_codebook, codebook_size, codebook_images,
              grid, min_side, captions, image_column, caption_column, split, shard_size, lm, batch_size, workers, device,
-             dtype, resume, force, stop_after_parts, seed, cache_dir, no_progress) -> None:
+             dtype, resume, force, stop_after_parts, seed, kmeans_iterations, cache_dir, no_progress) -> None:
     """Turn image-caption data into a corpus that `tokalign fit` reads."""
-    from tokalign.align.sources.spec import SourceSpec
     from tokalign.align.tokenize.pipeline import tokenize_corpus
-    from tokalign.align.tokenize.config import TokenizeConfig, default_workers
 
     source = SourceSpec(input=input_, format=input_format, image_column=image_column, caption_column=caption_column,
                         captions_file=captions, split=split, part_size=shard_size,
                         tokens=image_tokenizer == "pretokenized")
+    optional = {"workers": workers} if workers is not None else {}  # else the config's default_factory
     config = TokenizeConfig(source=source, out=out, image_tokenizer=image_tokenizer,
                             image_tokenizer_path=image_tokenizer_path, fit_codebook=fit_codebook,
                             codebook_size=codebook_size, codebook_images=codebook_images, grid=grid, min_side=min_side,
                             lm=lm, cache_root=cache_dir, batch_size=batch_size,
-                            workers=default_workers() if workers is None else workers, device=device, dtype=dtype,
-                            resume=resume, force=force, stop_after_parts=stop_after_parts, seed=seed,
-                            progress=not no_progress)
+                            device=device, dtype=dtype, resume=resume, force=force,
+                            stop_after_parts=stop_after_parts, seed=seed, kmeans_iterations=kmeans_iterations,
+                            progress=not no_progress, **optional)
     result = tokenize_corpus(config)
     if not result.complete:
         click.echo(f"stopped after {result.parts_done} more shards; continue with `tokalign tokenize --resume` and the same options")

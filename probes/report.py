@@ -133,10 +133,8 @@ def _open_corpus(config: ReportConfig, saved: dict):
 
 @torch.no_grad()
 def _holdout_retrieval(corpus, saved: dict, table: np.ndarray, text: np.ndarray, vocab) -> dict | None:
-    from tokalign.align.fit.bags import bags_from_tokens, image_vectors
+    from tokalign.align.fit.evaluate import evaluate_holdout
     from tokalign.align.lm.captions import caption_vectors
-    from tokalign.align.fit.loss import normalize
-    from tokalign.align.fit.retrieval import recall_at_k
 
     holdout = np.asarray(saved["split"]["holdout"], dtype=np.int64)
     if holdout.size == 0:
@@ -145,8 +143,7 @@ def _holdout_retrieval(corpus, saved: dict, table: np.ndarray, text: np.ndarray,
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([len(x) for x in ids], out=offsets[1:])
     caption_vecs = caption_vectors(torch.from_numpy(text), np.concatenate(ids).astype(np.int64), offsets)
-    image_vecs = normalize(image_vectors(torch.from_numpy(table), bags_from_tokens(corpus.image_tokens(holdout), len(table))))
-    return recall_at_k(image_vecs, caption_vecs, ks=(1, 5, 10))
+    return evaluate_holdout(torch.from_numpy(table), corpus, holdout, caption_vecs)
 
 
 def _stats(values: np.ndarray) -> dict:

@@ -20,14 +20,11 @@ that both give the same values and gradients.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 @dataclass(frozen=True)
@@ -63,13 +60,17 @@ class TokenBags:
 
     def matrix(self) -> torch.Tensor:
         """The (batch, codebook) sparse CSR matrix ``H``."""
-        return torch.sparse_csr_tensor(self.crow, self.ids, self.weights,
-                                       (self.batch_size, self.codebook_size), check_invariants=False)
+        return _csr(self.crow, self.ids, self.weights, (self.batch_size, self.codebook_size))
 
     def matrix_t(self) -> torch.Tensor:
         """The (codebook, batch) sparse CSR matrix ``H^T``."""
-        return torch.sparse_csr_tensor(self.crow_t, self.rows_t, self.weights_t,
-                                       (self.codebook_size, self.batch_size), check_invariants=False)
+        return _csr(self.crow_t, self.rows_t, self.weights_t, (self.codebook_size, self.batch_size))
+
+
+def _csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    with warnings.catch_warnings():  # PyTorch's "CSR support is in beta" notice, scoped to this call only
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
 
 
 def bags_from_tokens(tokens: np.ndarray, codebook_size: int, dtype: np.dtype = np.float32) -> TokenBags:
@@ -80,7 +81,10 @@ def bags_from_tokens(tokens: np.ndarray, codebook_size: int, dtype: np.dtype = n
     have ``dtype`` (the table's dtype).
     """
     tokens = np.asarray(tokens)
-    assert tokens.ndim == 2 and tokens.shape[1] > 0, "tokens must be (batch, tokens_per_image)"
+    if tokens.ndim != 2 or tokens.shape[1] == 0:
+        raise ValueError(f"tokens must be (batch, tokens_per_image), got shape {tokens.shape}")
+    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= codebook_size):
+        raise ValueError(f"token ids {int(tokens.min())}..{int(tokens.max())} fall outside the codebook of {codebook_size}")
     batch, length = tokens.shape
     ordered = np.sort(tokens, axis=1, kind="stable")  # radix sort for 16-bit ids
     starts = np.ones(ordered.shape, dtype=bool)
@@ -97,7 +101,6 @@ def bags_from_tokens(tokens: np.ndarray, codebook_size: int, dtype: np.dtype = n
     rows = np.repeat(np.arange(batch, dtype=np.int64), per_image)
     crow_t = np.zeros(codebook_size + 1, dtype=np.int64)
     np.cumsum(np.bincount(ids, minlength=codebook_size), out=crow_t[1:])
-    assert crow_t[-1] == ids.size, "token id outside the codebook"
     return TokenBags(
         crow=torch.from_numpy(crow), ids=torch.from_numpy(ids), weights=torch.from_numpy(weights),
         crow_t=torch.from_numpy(crow_t), rows_t=torch.from_numpy(rows[order]),
@@ -123,7 +126,8 @@ class _BagMean(torch.autograd.Function):
 
 def image_vectors(table: torch.Tensor, bags: TokenBags) -> torch.Tensor:
     """Mean image-token embedding per image, (batch, d), differentiable in ``table``."""
-    assert bags.codebook_size == table.shape[0], "bags built for another codebook size"
+    if bags.codebook_size != table.shape[0]:
+        raise ValueError(f"bags built for a codebook of {bags.codebook_size}, the table has {table.shape[0]} rows")
     return _BagMean.apply(table, bags)
 
 

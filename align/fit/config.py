@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tokalign.align.defaults import DEFAULT_LM, INIT_LOGIT_SCALE, MAX_LOGIT_SCALE
 from tokalign.align.errors import TokalignError
-DEVICES = ("auto", "cpu", "cuda")
+from tokalign.align.training.accelerator import DEVICES
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,6 @@ class FitConfig:
     stop_after: int | None = None
     cache_root: Path | None = None
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "corpus", Path(self.corpus))

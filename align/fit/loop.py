@@ -34,7 +34,7 @@ from tokalign.align.formats.corpus import Corpus, open_corpus
 from tokalign.align.errors import TokalignError
 from tokalign.align.fit.config import FitConfig
 from tokalign.align.fit.loss import clip_loss
-from tokalign.align.fit.retrieval import recall_at_k
+from tokalign.align.fit.evaluate import evaluate_holdout
 from tokalign.align.training.metrics import MetricsLog
 from tokalign.align.training.progress import progress_bar
 from tokalign.align.training.schedule import lr_at
@@ -282,7 +282,8 @@ def _finish(config, accelerator, model, corpus, holdout_idx, text, lm, last_loss
     if not accelerator.is_main_process:
         return None
     table = accelerator.unwrap_model(model)
-    retrieval = evaluate_holdout(table, corpus, holdout_idx, text) if len(holdout_idx) else None
+    captions = text[torch.from_numpy(np.asarray(holdout_idx)).to(text.device)]
+    retrieval = evaluate_holdout(table.weight, corpus, holdout_idx, captions) if len(holdout_idx) else None
     scale = table.logit_scale.item()
     save_table(config.run_dir / rd.TABLE, table.weight, scale, {
         "lm": lm.identity, "lm_spec": lm.spec, "lm_embedding_sha256": lm.embedding_sha256, "d_model": lm.d_model,
@@ -296,16 +297,3 @@ def _finish(config, accelerator, model, corpus, holdout_idx, text, lm, last_loss
         "steps": config.steps, "final_loss": last_loss, "logit_scale": scale, "temperature": math.exp(-scale),
         "pairs_per_s": pairs_per_s, "holdout": retrieval})
     return retrieval
-
-
-@torch.no_grad()
-def evaluate_holdout(table: ImageTokenTable, corpus: Corpus, indices: np.ndarray, text: torch.Tensor,
-                     chunk: int = 1024) -> dict:
-    """Held-out recall@k (both directions) of the table against the caption vectors."""
-    images = []
-    for lo in range(0, len(indices), chunk):
-        part = np.asarray(indices[lo:lo + chunk])
-        bags = bags_from_tokens(corpus.image_tokens(part), corpus.codebook_size).to(table.weight.device)
-        images.append(table(bags)[0])
-    captions = text[torch.from_numpy(np.asarray(indices)).to(text.device)]
-    return recall_at_k(torch.cat(images), captions, ks=(1, 5, 10))

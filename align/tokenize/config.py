@@ -17,6 +17,9 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 @dataclass(frozen=True)
 class TokenizeConfig:
     source: SourceSpec
@@ -67,5 +70,5 @@ class TokenizeConfig:
             raise TokalignError(f"--workers {self.workers} must be 0 (load in this process) or more")
         if self.stop_after_parts is not None and self.stop_after_parts < 1:
             raise TokalignError(f"--stop-after-parts {self.stop_after_parts} must be at least 1")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise TokalignError(f"--dtype {self.dtype!r} is unknown; use float32, bfloat16 or float16")
+        if self.dtype not in DTYPES:
+            raise TokalignError(f"--dtype {self.dtype!r} is unknown; use one of {', '.join(DTYPES)}")

@@ -31,7 +31,8 @@ import numpy as np
 from tokalign.align.tokenize import state
 from tokalign.align.formats.corpus import SHARDS, write_shard
 from tokalign.align.errors import TokalignError
-from tokalign.align.image_tokenizers.registry import KMEANS_FILE, build_image_tokenizer, pretokenized_mismatch
+from tokalign.align.image_tokenizers.protocol import SavableTokenizer, TensorEncoder
+from tokalign.align.image_tokenizers.registry import KMEANS_FILE, Pretokenized, build_image_tokenizer, pretokenized_mismatch
 from tokalign.align.sources.samples import Part
 from tokalign.align.sources.spec import open_source
 from tokalign.align.tokenize.config import TokenizeConfig
@@ -108,9 +109,9 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeResult:
 
 def _start(out: Path, tokenizer, run_state: dict) -> None:
     (out / SHARDS).mkdir(parents=True, exist_ok=True)
-    kmeans = getattr(tokenizer, "decoder", None) if tokenizer.kind == "pretokenized" else tokenizer
-    if run_state["image_tokenizer"].get("file") and kmeans is not None:
-        kmeans.save(out / KMEANS_FILE)  # the corpus keeps its (small) k-means codebook
+    kept = tokenizer.decoder if isinstance(tokenizer, Pretokenized) else tokenizer
+    if run_state["image_tokenizer"].get("file") and isinstance(kept, SavableTokenizer):
+        kept.save(out / KMEANS_FILE)  # the corpus keeps its (small) k-means codebook
     state.write_state(out, run_state)
 
 
@@ -170,7 +171,7 @@ def _run(config: TokenizeConfig, source, pending: list[Part], tokenizer, lm, alr
     loader = torch.utils.data.DataLoader(
         PartStream(source, pending, settings), batch_size=None, collate_fn=collate_none, num_workers=workers,
         worker_init_fn=worker_init if workers else None, prefetch_factor=4 if workers else None,
-        pin_memory=torch.cuda.is_available() and str(getattr(tokenizer, "device", "cpu")).startswith("cuda"))
+        pin_memory=isinstance(tokenizer, TensorEncoder) and str(tokenizer.device).startswith("cuda"))
     buffers: dict[int, _PartBuffer] = {}
     by_index = {p.index: p for p in pending}
     progress = _Progress(config.progress, already, total)
@@ -198,7 +199,7 @@ def _encode(tokenizer, batch: PartBatch) -> np.ndarray | None:
         return batch.tokens
     if batch.pixels is None:
         return None
-    if hasattr(tokenizer, "encode_tensor"):
+    if isinstance(tokenizer, TensorEncoder):
         return tokenizer.encode_tensor(batch.pixels).cpu().numpy().astype(np.uint16)
     return tokenizer.encode(batch.pixels.numpy())
 
