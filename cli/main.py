@@ -14,11 +14,11 @@ import click
 
 from tokalign.align.errors import TokalignError
 
-from .corpus_cmd import demo_corpus
-from .fit_cmd import fit
-from .probe_cmds import export, neighbors
-from .report_cmd import report
-from .tokenize_cmd import decode, tokenize
+from tokalign.cli.corpus_cmd import demo_corpus
+from tokalign.cli.fit_cmd import fit
+from tokalign.cli.probe_cmds import export, neighbors
+from tokalign.cli.report_cmd import report
+from tokalign.cli.tokenize_cmd import decode, tokenize
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -29,7 +29,7 @@ import numpy as np
 from tokalign.align.errors import TokalignError
 from tokalign.align.search.faiss_ip import exact_ip_search, normalized  # noqa: F401  (re-exported)
 
-from .run_artifacts import RunArtifacts, open_run
+from tokalign.probes.run_artifacts import RunArtifacts, open_run
 
 logger = logging.getLogger(__name__)
 

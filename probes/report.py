@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tokalign.align.formats import run_folder as rd
 from tokalign.align.formats.atomic import atomic_dir
@@ -32,9 +31,9 @@ from tokalign.align.errors import TokalignError
 from tokalign.align.search.faiss_ip import exact_ip_search
 from tokalign.align.training.progress import progress_bar
 
-from .run_artifacts import open_run
-from .token_text import piece_text
-from .void_tokens import is_void_text
+from tokalign.probes.run_artifacts import open_run
+from tokalign.probes.token_text import piece_text
+from tokalign.probes.void_tokens import is_void_text
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ def write_report(config: ReportConfig) -> dict:
     }
     usage = None
     if corpus is not None:
-        from .token_usage import token_usage
+        from tokalign.probes.token_usage import token_usage
 
         usage = token_usage(corpus)
         used = usage.occurrences > 0
@@ -131,8 +130,9 @@ def _open_corpus(config: ReportConfig, saved: dict):
     return corpus
 
 
-@torch.no_grad()
 def _holdout_retrieval(corpus, saved: dict, table: np.ndarray, text: np.ndarray, vocab) -> dict | None:
+    import torch
+
     from tokalign.align.fit.evaluate import evaluate_holdout
     from tokalign.align.lm.captions import caption_vectors
 
@@ -165,7 +165,7 @@ def _write_neighbors(path: Path, scores: np.ndarray, ids: np.ndarray, void: np.n
 
 
 def _write_plots(folder: Path, run: Path, top1: np.ndarray) -> None:
-    from .plots import plot_histogram, plot_training_curves
+    from tokalign.probes.plots import plot_histogram, plot_training_curves
 
     metrics = [m for m in rd.read_metrics(run) if "loss" in m and "temperature" in m]
     if metrics:

@@ -34,7 +34,7 @@ import numpy as np
 from tokalign.align.formats import run_folder as rd
 from tokalign.align.errors import TokalignError
 
-from .token_text import detect_mode, display_token, guess_mode
+from tokalign.probes.token_text import detect_mode, display_token, guess_mode
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """What flows from an input source to ``tokalign tokenize``: raw samples, input parts, and the reasons items are dropped.
 
-A *source* (``sources.py``) splits its input into *parts* (one WebDataset tar,
+A *source* (``spec.py``) splits its input into *parts* (one WebDataset tar,
 or a run of files or table rows) and reads each part as a stream of
 :class:`RawSample`.  The tokenize pipeline turns every part into at most one
 corpus shard, so a part is also the unit of resuming.

@@ -4,16 +4,16 @@ Formats (``--input-format``, detected when not given):
 
 * ``webdataset``: tar shards in img2dataset's layout (``KEY.jpg|png|webp|...``
   with ``KEY.txt`` and/or ``KEY.json``), a path, a folder of ``*.tar``, or a
-  brace pattern such as ``shards/{00000..00099}.tar`` (``source_webdataset.py``);
+  brace pattern such as ``shards/{00000..00099}.tar`` (``webdataset.py``);
 * ``folder``: image files with a ``captions.jsonl|csv`` (or Hugging Face
   ImageFolder's ``metadata.jsonl|csv``) mapping file names to captions
-  (``source_folder.py``);
+  (``folder.py``);
 * ``parquet``: a parquet file, or a folder of them, with an image column and a
-  caption column (``source_table.py``);
+  caption column (``table.py``);
 * ``hf``: a Hugging Face dataset saved with ``save_to_disk`` (Arrow files),
-  read with pyarrow, no ``datasets`` needed (``source_table.py``);
+  read with pyarrow, no ``datasets`` needed (``table.py``);
 * ``npy``: one ``.npy`` array of pretokenized image tokens (N, L) with a
-  captions file, row i to line i (``source_npy.py``).
+  captions file, row i to line i (``npy.py``).
 
 Every reader is a picklable object (DataLoader workers receive it) with:
 

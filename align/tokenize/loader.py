@@ -3,7 +3,7 @@
 This runs in DataLoader worker processes (or in the main process with
 ``--workers 0``).  A worker takes whole parts (part ``i`` goes to worker
 ``i mod workers``), reads each with its source, checks every sample in the
-order documented in ``samples.py``, decodes and preprocesses images
+order documented in ``tokalign.align.sources.samples``, decodes and preprocesses images
 (``image_prep.py``), and yields :class:`PartBatch` es of at most
 ``batch_size`` kept items, each carrying the skip and adjust records of the
 samples read since the previous batch.  The last batch of a part has

@@ -1,14 +1,14 @@
-"""``tokalign tokenize``: image-caption data in, a corpus (format v1, ``corpus.py``) out.
+"""``tokalign tokenize``: image-caption data in, a corpus (format v1, ``tokalign.align.formats.corpus``) out.
 
 Stages, for :func:`tokenize_corpus`:
 
-1. open the source (``sources.py``) and cut it into parts; build the image
-   tokenizer (``image_tokenizers.py``) and load the LM whose tokenizer
+1. open the source (``spec.py``) and cut it into parts; build the image
+   tokenizer (``tokalign.align.image_tokenizers.registry``) and load the LM whose tokenizer
    encodes the captions; all user errors surface here, before any output;
-2. check the output folder (fresh, resumable or complete: ``tokenize_state.py``);
+2. check the output folder (fresh, resumable or complete: ``state.py``);
    for ``kmeans --fit-codebook`` fit the codebook on the first usable images;
 3. stream the parts not yet done through DataLoader workers
-   (``tokenize_loader.py``: read, check, decode, preprocess) and encode their
+   (``loader.py``: read, check, decode, preprocess) and encode their
    images in batches on the GPU when there is one; each finished part becomes
    one shard plus its skip/adjust records, written atomically;
 4. once every part is done, write ``skipped.jsonl``, ``adjusted.jsonl`` and
