@@ -1,64 +1,118 @@
-"""Training-step throughput: the bag-of-tokens fast path against the naive reference.
+"""Training-step throughput of ``tokalign fit``'s image side against its peers, measured side by side.
 
-One step = image vectors, normalization, CLIP loss against fixed caption
-vectors, backward, fused AdamW update of the (codebook x d) table, logit-scale
-clamp.  Both paths run the same step on the same data; only the image side
-differs:
+One step = image vectors, normalization, CLIP loss against fixed caption vectors, backward, fused AdamW
+update of the (codebook x d) table, logit-scale clamp.  Every path runs the same step on the same batches;
+only the image side differs:
 
-* naive:  ``E[tokens].mean(1)`` (materializes batch x tokens x d)
-* fast:   per-image token bags, ``H @ E`` forward, ``H^T @ dU`` backward
+* ``naive``:          ``E[tokens].mean(1)`` (materializes batch x tokens x d; the reference)
+* ``embedding_bag``:  ``F.embedding_bag(tokens, E, mode="mean")``: the peer, what a PyTorch user would write
+* ``sparse``:         per-image token bags, PyTorch CSR products ``H @ E`` / ``H^T @ dU`` (any device)
+* ``kernel``:         the same bags, tokalign's compiled CPU kernel (``align/fit/bag_kernel.py``; what ``fit``
+                      uses on a CPU); bags prefetched as in ``fit``, and ``kernel+bags`` building them in the step
+* ``sparse+bags``:    (GPU) the sparse products with the bags built on the device inside the step, as ``fit``
+                      does on a GPU (``bags_from_token_tensor``)
 
-Token sources: ``uniform`` draws every token independently (no repeats within
-an image beyond chance: the worst case for deduplication); ``--corpus DIR``
-uses real token rows from a corpus (e.g. the demo shapes corpus).  Run:
+Paths are timed in interleaved rounds (round r runs every path once), so shared-machine load hits them alike;
+the figure per path is the median over rounds and each ratio is taken against ``embedding_bag`` within the same
+round (then the median).  ``--breakdown`` times the phases of one step (gather, loss, backward, optimizer) and
+the floor a step cannot beat: one read of the table plus the AdamW update.
 
-    python benchmarks/bench_fit_step.py [--corpus data/shapes] [--threads 2]
+Token sources: ``uniform`` draws every token independently (~990 distinct of 1,024 per image: what MoVQ
+tokens of natural images look like, the worst case for deduplication); ``--corpus DIR`` uses real rows
+(e.g. the demo corpus ``data/shapes``).  ``--device cuda`` runs on a GPU (``--dtype bfloat16`` or
+``float32``; the kernel path is CPU-only).  Run:
+
+    python benchmarks/bench_fit_step.py --corpus data/shapes [--threads 2] [--breakdown]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import statistics
 import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from tokalign.align.fit.bags import bags_from_tokens, image_vectors, naive_image_vectors
-from tokalign.align.fit.loss import INIT_LOGIT_SCALE, MAX_LOGIT_SCALE, clip_loss, normalize
+from tokalign.align.defaults import INIT_LOGIT_SCALE, MAX_LOGIT_SCALE
+from tokalign.align.fit import bag_kernel
+from tokalign.align.fit.allocator import reuse_large_blocks
+from tokalign.align.fit.bags import bags_from_token_tensor, bags_from_tokens, image_vectors, naive_image_vectors
+from tokalign.align.fit.loss import clip_loss, normalize
 
 
-def make_step(batch: int, vocab: int, d: int, fast: bool, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    table = torch.nn.Parameter(torch.randn(vocab, d, generator=g) * 0.136)
-    scale = torch.nn.Parameter(torch.tensor(INIT_LOGIT_SCALE))
-    text = normalize(torch.randn(batch, d, generator=g))
-    opt = torch.optim.AdamW([table, scale], lr=1e-3, fused=True)
+class Step:
+    """One path's training step on its own copy of the table and optimizer."""
 
-    def step(tokens: np.ndarray, bags=None) -> float:
-        if fast:
-            bags = bags if bags is not None else bags_from_tokens(tokens, vocab)
-            image = image_vectors(table, bags)
-        else:
-            image = naive_image_vectors(table, torch.from_numpy(tokens.astype(np.int64)))
-        loss = clip_loss(normalize(image), text, scale)
+    def __init__(self, path: str, batch: int, vocab: int, d: int, device: str, dtype: torch.dtype, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.path, self.device, self.vocab = path, device, vocab
+        self.table = torch.nn.Parameter((torch.randn(vocab, d, generator=g) * 0.136).to(device, dtype))
+        self.scale = torch.nn.Parameter(torch.tensor(INIT_LOGIT_SCALE, device=device))
+        self.text = normalize(torch.randn(batch, d, generator=g)).to(device)
+        self.opt = torch.optim.AdamW([self.table, self.scale], lr=1e-3, fused=True)
+
+    def inputs(self, tokens: np.ndarray):
+        """What the data-loading thread hands the step (prefetched: not timed)."""
+        if self.path in ("naive", "embedding_bag", "sparse+bags"):
+            return torch.from_numpy(tokens.astype(np.int64)).to(self.device)
+        if self.path == "kernel+bags":
+            return tokens
+        weights = np.float32 if self.table.dtype == torch.float32 else np.float64
+        bags = bags_from_tokens(tokens, self.vocab, dtype=weights).to(self.device)
+        return bags if self.table.dtype in (torch.float32, torch.float64) else _cast(bags, self.table.dtype)
+
+    def image(self, batch) -> torch.Tensor:
+        if self.path == "naive":
+            return naive_image_vectors(self.table, batch)
+        if self.path == "embedding_bag":
+            return F.embedding_bag(batch, self.table, mode="mean")
+        if self.path == "kernel+bags":
+            batch = bags_from_tokens(batch, self.vocab)
+        if self.path == "sparse+bags":
+            batch = bags_from_token_tensor(batch, self.vocab, self.table.dtype)
+        return image_vectors(self.table, batch, backend="kernel" if self.path.startswith("kernel") else "sparse")
+
+    def __call__(self, batch, timer=None) -> None:
+        timer = timer or (lambda name: None)
+        image = self.image(batch)
+        timer("gather")
+        detached = image.detach().float().requires_grad_()
+        loss = clip_loss(normalize(detached), self.text, self.scale)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        timer("loss")
+        image.backward(detached.grad.to(image.dtype))
+        timer("backward")
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         with torch.no_grad():
-            scale.clamp_(max=MAX_LOGIT_SCALE)
-        return loss.item()
+            self.scale.clamp_(0, MAX_LOGIT_SCALE)
+        timer("optimizer")
 
-    return step
+    def floor(self) -> float:
+        """Seconds of one table read plus one AdamW update (the step's lower bound)."""
+        self.table.grad = torch.zeros_like(self.table)
+        self.opt.step()
+        sync(self.device)
+        start = time.perf_counter()
+        float(self.table.detach().sum())
+        self.opt.step()
+        sync(self.device)
+        seconds = time.perf_counter() - start
+        self.table.grad = None
+        return seconds
 
 
-def timed(step, batches, bags=None) -> float:
-    """Pairs per second over ``batches`` after one warm-up step."""
-    step(batches[0], None if bags is None else bags[0])
-    start = time.perf_counter()
-    for i, tokens in enumerate(batches[1:], start=1):
-        step(tokens, None if bags is None else bags[i])
-    return len(batches[1:]) * batches[0].shape[0] / (time.perf_counter() - start)
+def _cast(bags, dtype: torch.dtype):
+    from dataclasses import replace
+
+    return replace(bags, weights=bags.weights.to(dtype), weights_t=bags.weights_t.to(dtype))
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def token_batches(source: str, n: int, batch: int, length: int, vocab: int, seed: int = 0) -> list[np.ndarray]:
@@ -72,36 +126,99 @@ def token_batches(source: str, n: int, batch: int, length: int, vocab: int, seed
     return [corpus.image_tokens(rng.choice(corpus.items, size=batch, replace=corpus.items < batch)) for _ in range(n)]
 
 
+def rates(steps: dict[str, Step], batches: list[np.ndarray], rounds: int) -> dict[str, list[float]]:
+    """Pairs/s of each path per round (after one warm-up step each); paths interleaved within a round."""
+    inputs = {name: [s.inputs(b) for b in batches] for name, s in steps.items()}
+    for name, step in list(steps.items()):
+        try:
+            step(inputs[name][0])
+        except (NotImplementedError, RuntimeError) as exc:  # e.g. no bfloat16 CSR product on this device
+            print(f"  {name}: not available here ({type(exc).__name__}: {str(exc).splitlines()[0][:90]})")
+            del steps[name]
+    out: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(rounds):
+        for name, step in steps.items():
+            count = 1 if name == "naive" else len(batches)
+            sync(step.device)
+            start = time.perf_counter()
+            for i in range(count):
+                step(inputs[name][(r + i) % len(batches)])
+            sync(step.device)
+            out[name].append(count * batches[0].shape[0] / (time.perf_counter() - start))
+    return out
+
+
+def breakdown(step: Step, batches: list[np.ndarray], repeats: int) -> dict[str, float]:
+    """Median milliseconds of each phase of the step."""
+    inputs = [step.inputs(b) for b in batches]
+    phases: dict[str, list[float]] = {}
+    for i in range(repeats + 1):
+        sync(step.device)
+        last = [time.perf_counter()]
+
+        def timer(name: str) -> None:
+            sync(step.device)
+            now = time.perf_counter()
+            if i:  # the first run warms up
+                phases.setdefault(name, []).append(1e3 * (now - last[0]))
+            last[0] = now
+
+        step(inputs[i % len(inputs)], timer)
+    return {k: statistics.median(v) for k, v in phases.items()}
+
+
+def report(label: str, per_round: dict[str, list[float]], batch: int) -> None:
+    peer = per_round["embedding_bag"]
+    print(f"[{label}]  path               pairs/s   ms/step   vs embedding_bag (median of per-round ratios)")
+    for name, values in per_round.items():
+        rate = statistics.median(values)
+        if name == "naive":
+            ratio = rate / statistics.median(peer)
+        else:
+            ratio = statistics.median(v / p for v, p in zip(values, peer))
+        print(f"  {name:<18}{rate:10,.0f}{1e3 * batch / rate:10.1f}   {ratio:5.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--vocab", type=int, default=16384)
     parser.add_argument("--dim", type=int, default=576)
-    parser.add_argument("--steps", type=int, default=8, help="timed fast steps (the naive path runs 3)")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per path per round (naive: 1)")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--corpus", default=None, help="also benchmark real token rows from this corpus")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-naive", action="store_true", help="skip the slow naive reference")
+    parser.add_argument("--breakdown", action="store_true", help="also time the phases of a step and the floor")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"shape: batch {args.batch}, tokens/image {args.tokens}, codebook {args.vocab}, d {args.dim}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    sources = ["uniform"] + ([args.corpus] if args.corpus else [])
-    naive_rate = None
-    for source in sources:
-        batches = token_batches(source, args.steps + 1, args.batch, args.tokens, args.vocab)
+    if args.device == "cpu":
+        reuse_large_blocks()  # as `fit` does: every path's dense gradient reuses its heap block
+    dtype = getattr(torch, args.dtype)
+    cpu_kernel = args.device == "cpu" and dtype == torch.float32 and bag_kernel.available()
+    paths = (["naive"] if not args.no_naive else []) + ["embedding_bag", "sparse"]
+    paths += ["kernel", "kernel+bags"] if cpu_kernel else []
+    paths += ["sparse+bags"] if args.device.startswith("cuda") else []
+    print(f"shape: batch {args.batch}, tokens/image {args.tokens}, codebook {args.vocab}, d {args.dim}; {args.device} "
+          f"{args.dtype}; torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds")
+    for source in ["uniform"] + ([args.corpus] if args.corpus else []):
+        batches = token_batches(source, args.steps, args.batch, args.tokens, args.vocab)
         distinct = np.mean([len(np.unique(row)) for row in batches[0][:64]])
-        if naive_rate is None:
-            naive_rate = timed(make_step(args.batch, args.vocab, args.dim, fast=False), batches[:4])
-            print(f"naive E[tokens].mean(1)          {naive_rate:10,.0f} pairs/s   1.0x  (uniform tokens)")
-        bags = [bags_from_tokens(b, args.vocab) for b in batches]
-        fast_inline = timed(make_step(args.batch, args.vocab, args.dim, fast=True), batches)
-        fast_prefetched = timed(make_step(args.batch, args.vocab, args.dim, fast=True), batches, bags)
-        label = "uniform" if source == "uniform" else "corpus"
-        print(f"[{label}: {distinct:.0f} distinct tokens/image]")
-        print(f"fast, bags built in the step     {fast_inline:10,.0f} pairs/s  {fast_inline / naive_rate:5.1f}x")
-        print(f"fast, bags prefetched (as in fit){fast_prefetched:10,.0f} pairs/s  {fast_prefetched / naive_rate:5.1f}x")
-    assert math.isfinite(naive_rate)
+        label = f"{'uniform' if source == 'uniform' else source}: {distinct:.0f} distinct tokens/image"
+        steps = {p: Step(p, args.batch, args.vocab, args.dim, args.device, dtype) for p in paths}
+        report(label, rates(steps, batches, args.rounds), args.batch)
+        if args.breakdown:
+            floor_ms = 1e3 * statistics.median(steps["embedding_bag"].floor() for _ in range(3))
+            print(f"  phases (median ms): gather / loss / backward / optimizer   [floor: table read + AdamW {floor_ms:.1f} ms]")
+            for name in [p for p in steps if p != "naive"]:
+                ms = breakdown(steps[name], batches, args.rounds)
+                print(f"  {name:<18}" + " / ".join(f"{ms[k]:6.1f}" for k in ("gather", "loss", "backward", "optimizer"))
+                      + f"   = {sum(ms.values()):6.1f}")
+        del steps
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def _d(name: str):
 @click.option("--holdout", type=int, default=_d("holdout"), show_default=True, help="Pairs held out for retrieval evaluation.")
 @click.option("--seed", type=int, default=_d("seed"), show_default=True, help="Seed of the initialization, split and data order.")
 @click.option("--log-every", type=int, default=_d("log_every"), show_default=True, help="Steps between metrics.jsonl rows.")
+@click.option("--eval-every", type=int, default=_d("eval_every"), help="Steps between held-out loss/recall evaluations written to metrics.jsonl; 0: only the final one [default: steps // 4].")
 @click.option("--checkpoint-every", type=int, default=_d("checkpoint_every"), show_default=True, help="Steps between checkpoints.")
 @click.option("--keep-checkpoints", type=int, default=_d("keep_checkpoints"), show_default=True, help="How many recent checkpoints to keep.")
 @click.option("--device", type=click.Choice(DEVICES), default=_d("device"), show_default=True, help="Where to train (multi-process: `accelerate launch`).")
@@ -35,13 +36,13 @@ def _d(name: str):
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=_d("cache_root"), help="Cache for derived LM weights [default: $TOKALIGN_CACHE or ~/.cache/tokalign].")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def fit(corpus, run_dir, lm, steps, batch_size, lr, warmup_steps, min_lr_ratio, weight_decay, holdout, seed, log_every,
-        checkpoint_every, keep_checkpoints, device, resume, stop_after, cache_dir, no_progress) -> None:
+        eval_every, checkpoint_every, keep_checkpoints, device, resume, stop_after, cache_dir, no_progress) -> None:
     """Fit image-token embeddings to a frozen LM's token embeddings (paper, section 3.2)."""
     from tokalign.align.fit.loop import fit as run_fit
 
     config = FitConfig(corpus=corpus, run_dir=run_dir, lm=lm, steps=steps, batch_size=batch_size, lr=lr,
                        warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, weight_decay=weight_decay,
-                       holdout=holdout, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
+                       holdout=holdout, seed=seed, log_every=log_every, eval_every=eval_every, checkpoint_every=checkpoint_every,
                        keep_checkpoints=keep_checkpoints, device=device, resume=resume, stop_after=stop_after,
                        cache_root=cache_dir, progress=not no_progress)
     result = run_fit(config)
@@ -59,3 +60,8 @@ def fit(corpus, run_dir, lm, steps, batch_size, lr, warmup_steps, min_lr_ratio, 
         for direction, name in (("i2t", "image->text"), ("t2i", "text->image")):
             cells = "   ".join(f"{k} {v:.3f} [{r['chance'][k]:.4f}]" for k, v in r[direction].items() if k in ("R@1", "R@5"))
             click.echo(f"  {name}: {cells}")
+    best = result.best_heldout
+    if best:
+        click.echo(f"best held-out step {best['step']}: loss {best['heldout_loss']:.4f}   R@1 image->text "
+                   f"{best['heldout_i2t_R@1']:.3f}, text->image {best['heldout_t2i_R@1']:.3f} (at the last step: held-out "
+                   f"loss {result.retrieval.get('loss', float('nan')):.4f})")

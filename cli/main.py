@@ -13,7 +13,10 @@ import sys
 import click
 
 from tokalign.align.errors import TokalignError
+from tokalign.align.formats.atomic import as_os_error
+from tokalign.cli.os_errors import describe_os_error
 
+from tokalign.cli.corpus_check_cmd import corpus
 from tokalign.cli.corpus_cmd import demo_corpus
 from tokalign.cli.fit_cmd import fit
 from tokalign.cli.probe_cmds import export, neighbors
@@ -28,7 +31,7 @@ def cli(verbose: int, quiet: bool) -> None:
     """tokalign: align VQ image tokens with a frozen language model's token embeddings."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="tokalign: %(message)s", stream=sys.stderr, force=True)
-    for noisy in ("accelerate", "transformers", "faiss", "httpx", "urllib3"):
+    for noisy in ("accelerate", "transformers", "faiss", "httpx", "urllib3", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
@@ -39,6 +42,18 @@ cli.add_command(decode)
 cli.add_command(neighbors)
 cli.add_command(export)
 cli.add_command(report)
+cli.add_command(corpus)
+
+
+def _wrapper_types() -> tuple[type, ...]:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover
+        return ()
+    return (SafetensorError,)
+
+
+_WRAPPERS = _wrapper_types()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="tokalign", standalone_mode=False)
     except TokalignError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a full disk, a read-only folder...: one line, exit 2 (writes are atomic)
+        click.echo(f"error: {describe_os_error(exc)}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -62,6 +80,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        wrapped = as_os_error(exc, "")  # safetensors and DataLoader workers wrap I/O errors in their own types
+        if wrapped is None or not isinstance(exc, _WRAPPERS):
+            raise
+        click.echo(f"error: {describe_os_error(wrapped)}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

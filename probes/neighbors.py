@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tokalign.align.errors import TokalignError
+from tokalign.align.formats import outputs
 from tokalign.align.search.faiss_ip import exact_ip_search, normalized  # noqa: F401  (re-exported)
 
 from tokalign.probes.run_artifacts import RunArtifacts, open_run
@@ -113,6 +114,8 @@ def _token_json(token: Token, kind: str) -> dict[str, Any]:
 
 def find_neighbors(query: NeighborsQuery) -> NeighborsResult:
     """Answer ``query`` on its run; with ``query.show``, also write the PNG."""
+    if query.show is not None:  # never onto a table, checkpoint or manifest (the output rule)
+        outputs.check_output_file(Path(query.show), None, option="--show")
     run = open_run(query.run)
     image_tokenizer = run.image_tokenizer() if query.show is not None else None  # fail before searching
     if query.direction == IMAGE_TO_TEXT:

@@ -4,14 +4,16 @@ Writes (atomically, into ``RUN/report`` unless told otherwise)::
 
     neighbors.csv             top-k text tokens of every image token: image_token, rank, text_id, text, score, void
     top1_similarity.png       histogram of each image token's best cosine similarity to any text token
-    figure7.png               contrastive loss and learned temperature against step (the paper's Figure 7)
+    figure7.png               training and held-out contrastive loss, learned temperature and held-out R@1
+                              against step (the paper's Figure 7, with the held-out curves of ``--eval-every``)
     unused_image_tokens.json  image tokens that never occur in the corpus (their rows never trained)
     report.json               every figure below, machine-readable
     report.md                 the figures and plots, tied to the run's configuration
 
 The void share applies the rule in ``void_tokens.py`` to each image token's
 top-1 neighbour, beside the share of void tokens in the whole vocabulary (what
-a random neighbour would give).
+a random neighbour would give).  ``report.md`` says in one sentence whether the
+run plateaued or overfitted, by the rule in ``tokalign.align.fit.curves``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from tokalign.align.formats import run_folder as rd
+from tokalign.align.formats import outputs
 from tokalign.align.formats.atomic import atomic_dir
 from tokalign.align.errors import TokalignError
 from tokalign.align.search.faiss_ip import exact_ip_search
@@ -61,6 +64,7 @@ class ReportConfig:
 
 def write_report(config: ReportConfig) -> dict:
     """Compute every figure of the report and write its folder; return ``report.json``'s content."""
+    outputs.claim_output_dir(config.folder, outputs.REPORT, keep=(config.run,))
     run = open_run(config.run)
     table, text = run.table, run.embeddings
     if config.k > len(text):
@@ -84,7 +88,9 @@ def write_report(config: ReportConfig) -> dict:
         used = usage.occurrences > 0
         figures["usage"] = {"used": usage.used, "unused": int((~used).sum()),
                             "void_top1_share_of_used": float(void[ids[used, 0]].mean()) if used.any() else None}
-        figures["retrieval"] = _holdout_retrieval(corpus, saved, table, text, run.vocab)
+        figures["retrieval"] = _holdout_retrieval(corpus, saved, table, text, run.vocab,
+                                                  float(run.table_meta["final_logit_scale"]))
+    figures["curves"] = _curves(config.run)
     with atomic_dir(config.folder) as tmp:
         _write_neighbors(tmp / "neighbors.csv", scores, ids, void, run.vocab)
         _write_plots(tmp, config.run, scores[:, 0])
@@ -130,20 +136,33 @@ def _open_corpus(config: ReportConfig, saved: dict):
     return corpus
 
 
-def _holdout_retrieval(corpus, saved: dict, table: np.ndarray, text: np.ndarray, vocab) -> dict | None:
+def _holdout_retrieval(corpus, saved: dict, table: np.ndarray, text: np.ndarray, vocab, logit_scale: float) -> dict | None:
+    """The fit's own held-out evaluation (same function, split, scale and loss chunk): equals ``eval.json``."""
     import torch
 
     from tokalign.align.fit.evaluate import evaluate_holdout
+    from tokalign.align.fit.split import holdout_indices
     from tokalign.align.lm.captions import caption_vectors
 
-    holdout = np.asarray(saved["split"]["holdout"], dtype=np.int64)
+    holdout = holdout_indices(saved["split"])
     if holdout.size == 0:
         return None
     ids = [vocab.encode(c) for c in corpus.captions(holdout)]
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([len(x) for x in ids], out=offsets[1:])
     caption_vecs = caption_vectors(torch.from_numpy(text), np.concatenate(ids).astype(np.int64), offsets)
-    return evaluate_holdout(torch.from_numpy(table), corpus, holdout, caption_vecs)
+    return evaluate_holdout(torch.from_numpy(table), corpus, holdout, caption_vecs, logit_scale=logit_scale,
+                            loss_batch=int(saved["config"]["batch_size"]))
+
+
+def _curves(run: Path) -> dict | None:
+    """The best held-out step and the plateau/overfitting verdict from ``metrics.jsonl`` (None without held-out rows)."""
+    from tokalign.align.fit.curves import best_heldout, heldout_rows, heldout_verdict
+
+    rows = rd.read_metrics(run)
+    if not heldout_rows(rows):
+        return None
+    return {"best": best_heldout(rows), **heldout_verdict(rows)}
 
 
 def _stats(values: np.ndarray) -> dict:
@@ -165,11 +184,13 @@ def _write_neighbors(path: Path, scores: np.ndarray, ids: np.ndarray, void: np.n
 
 
 def _write_plots(folder: Path, run: Path, top1: np.ndarray) -> None:
+    from tokalign.align.fit.curves import heldout_rows
     from tokalign.probes.plots import plot_histogram, plot_training_curves
 
-    metrics = [m for m in rd.read_metrics(run) if "loss" in m and "temperature" in m]
+    rows = rd.read_metrics(run)
+    metrics = [m for m in rows if "loss" in m and "temperature" in m]
     if metrics:
-        plot_training_curves(metrics, folder / "figure7.png")
+        plot_training_curves(metrics, folder / "figure7.png", heldout=heldout_rows(rows))
     plot_histogram(top1, folder / "top1_similarity.png", xlabel="cosine similarity of the nearest text token",
                    title="image tokens: best match among text tokens")
 
@@ -187,6 +208,7 @@ def _markdown(f: dict, saved: dict, examples: list[str]) -> str:
              f"{f['image_tokens']:,} image tokens ({saved['corpus']['image_tokenizer'].get('kind')}); "
              f"{cfg['steps']} steps at batch {cfg['batch_size']}, lr {cfg['lr']}, seed {cfg['seed']}.", "",
              "## Training", "", "![loss and temperature](figure7.png)", "",
+             *([f["curves"]["sentence"], ""] if f.get("curves") else []),
              "## Nearest text tokens", "",
              f"Top-1 cosine similarity: mean {top1['mean']:.3f}, median {top1['median']:.3f} "
              f"(5%-95%: {top1['q05']:.3f}-{top1['q95']:.3f}).", "", "![top-1 similarity](top1_similarity.png)", "",
@@ -206,4 +228,6 @@ def _markdown(f: dict, saved: dict, examples: list[str]) -> str:
         lines += ["", f"## Held-out retrieval ({r['pairs']} pairs)", "", "| | R@1 | R@5 | R@10 |", "|---|---|---|---|"]
         for key, name in (("i2t", "image->text"), ("t2i", "text->image"), ("chance", "chance")):
             lines.append(f"| {name} | " + " | ".join(f"{r[key].get(k, float('nan')):.4f}" for k in ("R@1", "R@5", "R@10")) + " |")
+        if "loss" in r:
+            lines += ["", f"Held-out contrastive loss at the final logit scale: {r['loss']:.4f}."]
     return "\n".join(lines) + "\n"

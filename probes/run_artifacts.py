@@ -167,6 +167,8 @@ class RunArtifacts:
 def open_run(run: str | Path) -> RunArtifacts:
     """A finished run folder's artifacts (loaded lazily); one-line errors when it is not one."""
     run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise TokalignError(f"--run {run} is a file, not a run folder; pass the folder `tokalign fit --run` wrote")
     if not run.is_dir():
         raise TokalignError(f"run folder {run} does not exist; pass the folder `tokalign fit --run` wrote")
     config = rd.read_json(run / rd.CONFIG)

@@ -10,6 +10,11 @@ of distinct ids with weights, and a batch of bags is a sparse matrix ``H``
 * forward:  ``U = H @ E``            (CSR sparse x dense)
 * backward: ``dE = H^T @ dU``        (the transposed bags, also CSR)
 
+Two backends compute them: ``"kernel"``, the compiled CPU kernel of :mod:`tokalign.align.fit.bag_kernel`
+(both directions from the transposed bags: each table row read once forward, each gradient row written once
+backward), and ``"sparse"``, PyTorch's sparse CSR products (any device).  ``"auto"`` takes the kernel for CPU
+float32/float64 tables where it compiles, else the sparse products.
+
 Neither direction ever materializes a (batch, 1024, d) tensor.  The bags are
 built on the CPU with NumPy (a radix sort per row), so a data-loading thread
 can prepare the next batch while the current one trains.
@@ -25,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from tokalign.align.fit import bag_kernel
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,8 @@ def bags_from_tokens(tokens: np.ndarray, codebook_size: int, dtype: np.dtype = n
     crow = np.zeros(batch + 1, dtype=np.int64)
     np.cumsum(per_image, out=crow[1:])
 
-    order = np.argsort(ids, kind="stable")  # group the bags by token id
+    keys = ids.astype(np.uint16) if codebook_size <= 1 << 16 else ids
+    order = np.argsort(keys, kind="stable")  # group the bags by token id (a radix sort for 16-bit keys)
     rows = np.repeat(np.arange(batch, dtype=np.int64), per_image)
     crow_t = np.zeros(codebook_size + 1, dtype=np.int64)
     np.cumsum(np.bincount(ids, minlength=codebook_size), out=crow_t[1:])
@@ -108,27 +116,68 @@ def bags_from_tokens(tokens: np.ndarray, codebook_size: int, dtype: np.dtype = n
     )
 
 
+def bags_from_token_tensor(tokens: torch.Tensor, codebook_size: int, dtype: torch.dtype = torch.float32) -> TokenBags:
+    """:func:`bags_from_tokens` on a (batch, L) integer tensor, built where it lives (on a GPU: no CPU work).
+
+    Equal to the NumPy builder's bags, element for element (a test checks it); ids are not range-checked.
+    """
+    batch, length = tokens.shape
+    ordered = torch.sort(tokens.long(), dim=1).values
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ids = ordered[starts]
+    run_starts = torch.nonzero(starts.reshape(-1)).squeeze(1)
+    ends = torch.cat([run_starts[1:], run_starts.new_full((1,), ordered.numel())])
+    weights = ((ends - run_starts).double() / length).to(dtype)
+    per_image = starts.sum(dim=1)
+    crow = torch.zeros(batch + 1, dtype=torch.long, device=tokens.device)
+    crow[1:] = torch.cumsum(per_image, dim=0)
+    order = torch.argsort(ids, stable=True)
+    rows = torch.repeat_interleave(torch.arange(batch, device=tokens.device), per_image)
+    crow_t = torch.zeros(codebook_size + 1, dtype=torch.long, device=tokens.device)
+    crow_t[1:] = torch.cumsum(torch.bincount(ids, minlength=codebook_size), dim=0)
+    return TokenBags(crow=crow, ids=ids, weights=weights, crow_t=crow_t, rows_t=rows[order], weights_t=weights[order],
+                     codebook_size=codebook_size)
+
+
 class _BagMean(torch.autograd.Function):
     """``U = H @ E`` with the gradient ``dE = H^T @ dU`` from the transposed bags."""
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, bags: TokenBags) -> torch.Tensor:  # type: ignore[override]
-        ctx.bags = bags
+    def forward(ctx, table: torch.Tensor, bags: TokenBags, kernel: bool) -> torch.Tensor:  # type: ignore[override]
+        ctx.bags, ctx.kernel = bags, kernel
+        if kernel:
+            return bag_kernel.forward(table.detach(), bags.crow_t, bags.rows_t, bags.weights_t, bags.batch_size)
         return torch.sparse.mm(bags.matrix(), table)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         grad_table = None
         if ctx.needs_input_grad[0]:
-            grad_table = torch.sparse.mm(ctx.bags.matrix_t(), grad_out.contiguous())
-        return grad_table, None
+            bags = ctx.bags
+            if ctx.kernel:
+                grad_table = bag_kernel.backward(grad_out, bags.crow_t, bags.rows_t, bags.weights_t, bags.codebook_size)
+            else:
+                grad_table = torch.sparse.mm(bags.matrix_t(), grad_out.contiguous())
+        return grad_table, None, None
 
 
-def image_vectors(table: torch.Tensor, bags: TokenBags) -> torch.Tensor:
-    """Mean image-token embedding per image, (batch, d), differentiable in ``table``."""
+BACKENDS = ("auto", "kernel", "sparse")
+
+
+def image_vectors(table: torch.Tensor, bags: TokenBags, backend: str = "auto") -> torch.Tensor:
+    """Mean image-token embedding per image, (batch, d), differentiable in ``table``.
+
+    ``backend`` picks the product (module docstring); ``"kernel"`` raises where the kernel cannot run.
+    """
     if bags.codebook_size != table.shape[0]:
         raise ValueError(f"bags built for a codebook of {bags.codebook_size}, the table has {table.shape[0]} rows")
-    return _BagMean.apply(table, bags)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
+    kernel = backend != "sparse" and bag_kernel.supports(table)
+    if backend == "kernel" and not kernel:
+        raise ValueError("the compiled bag kernel needs a CPU float32/float64 table and a C compiler")
+    return _BagMean.apply(table, bags, kernel)
 
 
 def naive_image_vectors(table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,8 @@ class FitConfig:
 
     ``stop_after`` ends this invocation after that many optimizer steps, as
     if interrupted (a checkpoint is written first); ``--resume`` continues.
+    ``eval_every`` is the number of steps between held-out evaluations (``None``:
+    four per run, see :attr:`eval_interval`; 0: none but the final one).
     """
 
     corpus: Path
@@ -37,6 +39,7 @@ class FitConfig:
     holdout: int = 1024
     seed: int = 0
     log_every: int = 10
+    eval_every: int | None = None
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
     device: str = "auto"
@@ -67,8 +70,15 @@ class FitConfig:
             raise TokalignError(f"initial logit scale {self.init_logit_scale:.3f} exceeds its clamp {self.max_logit_scale:.3f}")
         if self.device not in DEVICES:
             raise TokalignError(f"--device {self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.eval_every is not None:
+            _nonnegative_int(self, "eval_every")
         if self.stop_after is not None and self.stop_after < 1:
             raise TokalignError(f"--stop-after {self.stop_after} must be >= 1")
+
+    @property
+    def eval_interval(self) -> int:
+        """Steps between held-out evaluations (0: off): ``eval_every``, else ``max(1, steps // 4)``."""
+        return self.eval_every if self.eval_every is not None else max(1, self.steps // 4)
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from tokalign.align.errors import TokalignError
+from tokalign.align.fit.guards import check_seed
 from tokalign.align.formats import generator_init as gi
+from tokalign.align.formats import outputs
 from tokalign.align.formats import run_folder as rd
 from tokalign.align.formats.hashing import tensors_sha256
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RESCALE_MODES = ("global", "per-row")
+_TARGET_FORMATS = {gi.TARGET: gi.FORMAT}  # the file format each target writes (an existing one is replaced)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ExportConfig:
     seed: int = 0  #: generator-init: seed of the special-token rows
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if self.rescale not in RESCALE_MODES:
             raise TokalignError(f"unknown rescale mode {self.rescale!r}; choose one of {', '.join(RESCALE_MODES)}")
 
@@ -89,6 +93,7 @@ def export_run(config: ExportConfig) -> ExportResult:
     own = {run / name for name in (rd.CONFIG, rd.METRICS, rd.TABLE, rd.EVAL, rd.SUMMARY)}
     if out.resolve() in {p.resolve() for p in own} or run.resolve() / rd.LM in out.resolve().parents:
         raise TokalignError(f"--out {out} would overwrite a file of the run itself; write the export elsewhere")
+    outputs.check_output_file(out, _TARGET_FORMATS.get(config.target), inputs=(run,))
     return target(config)
 
 
@@ -98,7 +103,13 @@ def export_run(config: ExportConfig) -> ExportResult:
 @export_target(gi.TARGET)
 def export_generator_init(config: ExportConfig) -> ExportResult:
     """Write the generator-init file of ``config.run`` to ``config.out`` (atomically)."""
+    import torch
+
     table, table_meta, lm_info, embeddings = _read_run(Path(config.run))
+    if not bool(torch.isfinite(table).all()):
+        bad = int((~torch.isfinite(table)).any(dim=1).sum())
+        raise TokalignError(f"the table of {config.run} has {bad} rows with NaN or infinite values (the fit diverged); "
+                            "refit with a lower --lr, then export")
     image_rows, rescale = rescale_rows(table, embeddings, config.rescale)
     special_rows, special_init = special_token_rows(embeddings, len(gi.SPECIAL_TOKENS), config.seed)
     layout = gi.VocabLayout(int(embeddings.shape[0]), int(table.shape[0]))
@@ -118,6 +129,8 @@ def _read_run(run: Path):
     """(table, table metadata, lm.json, LM embeddings) of a finished run, checked against each other."""
     import torch
 
+    if run.exists() and not run.is_dir():
+        raise TokalignError(f"--run {run} is a file, not a run folder; pass the folder `tokalign fit --run` wrote")
     if not run.is_dir():
         raise TokalignError(f"run folder {run} does not exist; pass the folder `tokalign fit --run` wrote")
     rd.read_json(run / rd.CONFIG)

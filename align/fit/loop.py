@@ -10,12 +10,19 @@ The loop runs through Accelerate (CPU, one GPU, or many processes).  Each
 process takes its slice of every global batch and the loss gathers features
 across processes with gradient, so the trajectory does not depend on the
 number of processes.
+
+Nothing held in memory grows with the corpus: batches come from the
+memory-mapped corpus in a per-epoch bijective order (``data_order.py``),
+caption vectors are computed per batch (``caption_ids.py``), the held-out
+split is O(holdout) (``split.py``).  Every ``--eval-every`` steps the held-out
+loss and recall go to ``metrics.jsonl`` (``evaluate.py``, ``curves.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,20 +33,26 @@ import torch
 
 from tokalign.align.formats import atomic
 from tokalign.align.formats import run_folder as rd
-from tokalign.align.fit.bags import bags_from_tokens
-from tokalign.align.lm.captions import caption_vectors, check_caption_ids, corpus_caption_ids
+from tokalign.align.fit.allocator import reuse_large_blocks
+from tokalign.align.fit.bags import bags_from_token_tensor, bags_from_tokens
+from tokalign.align.fit.caption_ids import open_caption_ids
+from tokalign.align.fit.curves import best_heldout, heldout_row, heldout_verdict
+from tokalign.align.fit.data_order import EpochOrder
 from tokalign.align.training.accelerator import build_accelerator
 from tokalign.align.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from tokalign.align.formats.corpus import Corpus, open_corpus
 from tokalign.align.errors import TokalignError
 from tokalign.align.fit.config import FitConfig
 from tokalign.align.fit.loss import clip_loss
-from tokalign.align.fit.evaluate import evaluate_holdout
+from tokalign.align.fit.evaluate import HeldOut
 from tokalign.align.training.metrics import MetricsLog
 from tokalign.align.training.progress import progress_bar
 from tokalign.align.training.schedule import lr_at
-from tokalign.align.fit.split import holdout_split
+from tokalign.align.fit.split import SCHEME as SPLIT_SCHEME, Split, make_split
 from tokalign.align.fit.table import ImageTokenTable, save_table
+from tokalign.align.fit import guards
+from tokalign.align.formats import lock as output_lock
+from tokalign.align.formats import outputs
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +67,7 @@ class FitResult:
     retrieval: dict | None
     pairs_per_s: float
     main_process: bool = True
+    best_heldout: dict | None = None  # the evaluation with the lowest held-out loss (curves.best_heldout)
 
     @property
     def temperature(self) -> float:
@@ -61,23 +75,35 @@ class FitResult:
 
 
 def fit(config: FitConfig) -> FitResult:
-    """Run (or resume) a fit as configured; return its final figures."""
+    """Run (or resume) a fit as configured; return its final figures (one writer per run folder: lock.py)."""
+    guards.check_seed(config.seed)
+    with output_lock.writing_folder(config.run_dir, outputs.FIT_RUN, what="fit", inputs=(config.corpus,),
+                                    option="--run", subfolders=(rd.CHECKPOINTS,),
+                                    lock=os.environ.get("RANK", "0") == "0"):
+        return _fit(config)
+
+
+def _fit(config: FitConfig) -> FitResult:
     from tokalign.align.lm.load import load_frozen_lm, tokenize_captions
 
     accelerator = build_accelerator(config.device)
+    if accelerator.device.type == "cpu":
+        reuse_large_blocks()  # the 38 MB gradient is reused each step instead of being mapped afresh
     corpus = open_corpus(config.corpus)
-    train_idx, holdout_idx = holdout_split(corpus.items, config.holdout, config.seed)
-    _check_sizes(config, len(train_idx), accelerator.num_processes)
+    split = make_split(corpus.items, config.holdout, config.seed)
+    _check_sizes(config, split.train_items, accelerator.num_processes)
     resume_from = _prepare_run_dir(config)
     if resume_from is not None and (done := _already_finished(config, resume_from)) is not None:
         log.info("%s already finished all %d steps; nothing to resume", config.run_dir, config.steps)
         return done
     lm = load_frozen_lm(config.lm, config.cache_root)
-    flat, offsets = corpus_caption_ids(corpus, lm, tokenize_captions)
-    check_caption_ids(flat, offsets, lm.vocab_size, lambda i: corpus.records([i])[0].get("key"))
+    captions = _open_captions(config, accelerator, corpus, lm, tokenize_captions)
     if resume_from is not None:
         _check_resume_identity(config, corpus, lm)
-    text = caption_vectors(lm.embeddings.to(accelerator.device), flat, offsets)
+    embeddings = lm.embeddings.to(accelerator.device)
+    heldout = None
+    if len(split.holdout):
+        heldout = HeldOut(corpus, split.holdout, captions.vectors(embeddings, split.holdout), config.batch_size)
 
     model = ImageTokenTable(corpus.codebook_size, lm.d_model, seed=config.seed,
                             init_row_norm=float(lm.embeddings.norm(dim=1).mean()),
@@ -89,19 +115,20 @@ def fit(config: FitConfig) -> FitResult:
         start = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer)["step"]
         log.info("resuming %s from step %d", config.run_dir, start)
     if accelerator.is_main_process:
-        _write_config(config, corpus, lm, holdout_idx, accelerator.num_processes)
+        _write_config(config, corpus, lm, split, accelerator.num_processes)
         rd.store_lm(config.run_dir, lm)
     accelerator.wait_for_everyone()
-    loop = _Loop(config, accelerator, model, optimizer, corpus, train_idx, text)
+    loop = _Loop(config, accelerator, model, optimizer, corpus, split, captions, embeddings, heldout)
     last_loss, pairs_per_s = loop.run(start)
+    last_loss, pairs_per_s = guards.carry_final_figures(config.run_dir, loop.step, last_loss, pairs_per_s)
     finished = loop.step >= config.steps
-    retrieval = None
+    retrieval, best = None, None
     if finished:
-        retrieval = _finish(config, accelerator, model, corpus, holdout_idx, text, lm, last_loss, pairs_per_s)
+        retrieval, best = _finish(config, accelerator, model, corpus, loop, lm, last_loss, pairs_per_s)
     accelerator.wait_for_everyone()
     scale = accelerator.unwrap_model(model).logit_scale.item()
     return FitResult(config.run_dir, loop.step, finished, last_loss, scale, retrieval, pairs_per_s,
-                     accelerator.is_main_process)
+                     accelerator.is_main_process, best)
 
 
 # ------------------------------------------------------------------ set-up
@@ -111,7 +138,8 @@ def _check_sizes(config: FitConfig, train_items: int, world: int) -> None:
                             f"pick a multiple of {world}")
     if train_items < config.batch_size:
         raise TokalignError(f"the corpus leaves {train_items} training pairs after holding out {config.holdout}, fewer "
-                            f"than one batch of {config.batch_size}; lower --batch-size or --holdout, or use a larger corpus")
+                            f"than one batch of {config.batch_size}; lower --batch-size{' or --holdout' if config.holdout else ''}, "
+                            "or use a larger corpus")
 
 
 def _prepare_run_dir(config: FitConfig) -> Path | None:
@@ -144,7 +172,14 @@ def _already_finished(config: FitConfig, checkpoint: Path) -> FitResult | None:
         return None
     summary = rd.read_json(summary_path)
     return FitResult(config.run_dir, config.steps, True, summary["final_loss"], summary["logit_scale"],
-                     summary.get("holdout"), summary["pairs_per_s"])
+                     summary.get("holdout"), summary["pairs_per_s"], best_heldout=summary.get("best_heldout"))
+
+
+def _open_captions(config: FitConfig, accelerator, corpus: Corpus, lm, tokenize):
+    """The caption ids, checked; the main process builds a re-tokenized cache first, the others then open it."""
+    captions = open_caption_ids(corpus, lm, tokenize, config.run_dir) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()
+    return captions if captions is not None else open_caption_ids(corpus, lm, tokenize, config.run_dir, build=False)
 
 
 def _check_resume_identity(config: FitConfig, corpus: Corpus, lm) -> None:
@@ -164,6 +199,10 @@ def _check_resume_identity(config: FitConfig, corpus: Corpus, lm) -> None:
     if saved["corpus"]["items"] != corpus.items:
         raise TokalignError(f"the run was fit on a corpus of {saved['corpus']['items']} pairs, this one has "
                             f"{corpus.items} (its held-out split would change); {fix}")
+    guards.check_corpus_fingerprint(saved, corpus, fix)
+    if saved.get("split", {}).get("scheme") != SPLIT_SCHEME:
+        raise TokalignError("the run was started by an earlier tokalign with another held-out split and data order; "
+                            "finish it with that version or start a new --run")
 
 
 def _optimizer(model: ImageTokenTable, config: FitConfig) -> torch.optim.Optimizer:
@@ -172,7 +211,7 @@ def _optimizer(model: ImageTokenTable, config: FitConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=True)
 
 
-def _write_config(config: FitConfig, corpus: Corpus, lm, holdout_idx: np.ndarray, world: int) -> None:
+def _write_config(config: FitConfig, corpus: Corpus, lm, split: Split, world: int) -> None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -184,8 +223,8 @@ def _write_config(config: FitConfig, corpus: Corpus, lm, holdout_idx: np.ndarray
         "lm": {"spec": lm.spec, "identity": lm.identity, "embedding_sha256": lm.embedding_sha256,
                "vocab_size": lm.vocab_size, "d_model": lm.d_model},
         "corpus": {"path": str(corpus.root.resolve()), "items": corpus.items, "image_tokenizer": corpus.image_tokenizer,
-                   "text_tokenizer": corpus.text_tokenizer},
-        "split": {"holdout": [int(i) for i in holdout_idx], "train_items": corpus.items - len(holdout_idx)},
+                   "text_tokenizer": corpus.text_tokenizer, "fingerprint": guards.corpus_fingerprint(corpus)},
+        "split": split.record(),
         "processes": world,
         "versions": {"tokalign": tokalign_version, "torch": torch.__version__},
     }
@@ -195,24 +234,37 @@ def _write_config(config: FitConfig, corpus: Corpus, lm, holdout_idx: np.ndarray
 
 # ------------------------------------------------------------------ the loop
 class _Loop:
-    """The optimizer steps, with batches prepared one step ahead on a worker thread."""
+    """The optimizer steps, with batches (bags and caption vectors) prepared one step ahead on a worker thread.
 
-    def __init__(self, config, accelerator, model, optimizer, corpus, train_idx, text) -> None:
+    Memory does not grow with the corpus: a step reads its batch's image tokens and caption ids from the
+    memory-mapped corpus (or caption cache), and the data order is a per-epoch bijection (data_order.py).
+    Every ``eval_interval`` steps and at the last step the main process evaluates the held-out pairs and logs
+    a ``heldout_*`` row (curves.py).
+    """
+
+    def __init__(self, config, accelerator, model, optimizer, corpus, split: Split, captions, embeddings,
+                 heldout: HeldOut | None) -> None:
         self.config, self.acc, self.model, self.optimizer = config, accelerator, model, optimizer
-        self.corpus, self.train_idx, self.text = corpus, train_idx, text
-        self.steps_per_epoch = len(train_idx) // config.batch_size
+        self.corpus, self.captions, self.embeddings, self.heldout = corpus, captions, embeddings, heldout
+        self.order = EpochOrder(split.train_items, config.batch_size, config.seed, split.train_item)
+        self.steps_per_epoch = self.order.steps_per_epoch
         self.step = 0
+        self.final_eval: dict | None = None
 
     def _local_indices(self, step: int) -> np.ndarray:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(self.train_idx)
-        batch = order[position * self.config.batch_size:(position + 1) * self.config.batch_size]
+        batch = self.order.batch(step)
         share = self.config.batch_size // self.acc.num_processes
         return batch[self.acc.process_index * share:(self.acc.process_index + 1) * share]
 
     def _prepare(self, step: int):
+        """(bags, caption vectors) of a step; on a GPU the bags are built there (the CPU would bound the step)."""
         indices = self._local_indices(step)
-        return indices, bags_from_tokens(self.corpus.image_tokens(indices), self.corpus.codebook_size)
+        tokens = self.corpus.image_tokens(indices)
+        if self.acc.device.type == "cuda":
+            bags = bags_from_token_tensor(torch.from_numpy(tokens.astype(np.int64)).to(self.acc.device), self.corpus.codebook_size)
+        else:
+            bags = bags_from_tokens(tokens, self.corpus.codebook_size)
+        return bags, self.captions.vectors(self.embeddings, indices)
 
     def run(self, start: int) -> tuple[float, float]:
         cfg = self.config
@@ -226,10 +278,10 @@ class _Loop:
         with ThreadPoolExecutor(max_workers=1) as pool:
             upcoming = pool.submit(self._prepare, start) if start < end else None
             for step in range(start, end):
-                indices, bags = upcoming.result()
+                bags, text = upcoming.result()
                 if step + 1 < end:
                     upcoming = pool.submit(self._prepare, step + 1)
-                loss = self._train_step(step, indices, bags)
+                loss = self._train_step(step, bags, text)
                 self.step, window_steps = step + 1, window_steps + 1
                 if self.step % cfg.log_every == 0 or self.step == end:
                     elapsed = time.perf_counter() - window_start
@@ -237,6 +289,8 @@ class _Loop:
                     loss_value = float(self.acc.reduce(loss.detach(), reduction="mean"))
                     self._log(metrics, bar, step, loss_value, pairs_per_s)
                     window_start, window_steps = time.perf_counter(), 0
+                if self._eval_due():
+                    self._evaluate(metrics)
                 if self.step % cfg.checkpoint_every == 0 or self.step == end:
                     self._checkpoint()
         bar.close()
@@ -244,18 +298,18 @@ class _Loop:
             pairs_per_s = (end - start) * cfg.batch_size / max(time.perf_counter() - run_start, 1e-9)
         return loss_value, pairs_per_s
 
-    def _train_step(self, step: int, indices: np.ndarray, bags) -> torch.Tensor:
+    def _train_step(self, step: int, bags, text: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         lr = lr_at(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.steps, floor_ratio=cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         image, logit_scale = self.model(bags.to(self.acc.device))
-        text = self.text[torch.from_numpy(indices).to(self.text.device)]
         loss = clip_loss(image, text, logit_scale)
+        guards.check_finite_loss(loss, step + 1, lr, cfg.lr)
         self.acc.backward(loss)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.acc.unwrap_model(self.model).clamp_logit_scale_(cfg.max_logit_scale)
+        guards.clamp_logit_scale_(self.acc.unwrap_model(self.model).logit_scale, cfg.max_logit_scale)
         self._lr = lr
         return loss
 
@@ -269,6 +323,20 @@ class _Loop:
         bar.update(step + 1 - bar.n)
         log.debug("step %d loss %.4f scale %.3f", step + 1, loss, scale)
 
+    def _eval_due(self) -> bool:
+        every = self.config.eval_interval
+        return self.heldout is not None and every > 0 and (self.step % every == 0 or self.step == self.config.steps)
+
+    def _evaluate(self, metrics) -> None:
+        """Held-out loss and recall on the main process (local work only: the others train on meanwhile)."""
+        if not self.acc.is_main_process:
+            return
+        table = self.acc.unwrap_model(self.model)
+        result = self.heldout.evaluate(table.weight.detach(), table.logit_scale.item())
+        metrics.write(heldout_row(self.step, result))
+        if self.step == self.config.steps:
+            self.final_eval = result
+
     def _checkpoint(self) -> None:
         if self.acc.is_main_process:
             info = {"trajectory": self.config.trajectory(), "codebook_size": self.corpus.codebook_size}
@@ -278,13 +346,16 @@ class _Loop:
 
 
 # ------------------------------------------------------------------ the end
-def _finish(config, accelerator, model, corpus, holdout_idx, text, lm, last_loss, pairs_per_s) -> dict | None:
+def _finish(config, accelerator, model, corpus, loop: _Loop, lm, last_loss, pairs_per_s) -> tuple[dict | None, dict | None]:
+    """Write the table, ``eval.json`` (the held-out figures at the last step) and ``summary.json``."""
     if not accelerator.is_main_process:
-        return None
+        return None, None
     table = accelerator.unwrap_model(model)
-    captions = text[torch.from_numpy(np.asarray(holdout_idx)).to(text.device)]
-    retrieval = evaluate_holdout(table.weight, corpus, holdout_idx, captions) if len(holdout_idx) else None
     scale = table.logit_scale.item()
+    retrieval = loop.final_eval
+    if retrieval is None and loop.heldout is not None:
+        retrieval = loop.heldout.evaluate(table.weight.detach(), scale)
+    rows = rd.read_metrics(config.run_dir)
     save_table(config.run_dir / rd.TABLE, table.weight, scale, {
         "lm": lm.identity, "lm_spec": lm.spec, "lm_embedding_sha256": lm.embedding_sha256, "d_model": lm.d_model,
         "codebook_size": corpus.codebook_size, "image_tokenizer": corpus.image_tokenizer, "steps": config.steps,
@@ -293,7 +364,8 @@ def _finish(config, accelerator, model, corpus, holdout_idx, text, lm, last_loss
     })
     if retrieval is not None:
         atomic.write_json(config.run_dir / rd.EVAL, retrieval)
+    best = best_heldout(rows)
     atomic.write_json(config.run_dir / rd.SUMMARY, {
         "steps": config.steps, "final_loss": last_loss, "logit_scale": scale, "temperature": math.exp(-scale),
-        "pairs_per_s": pairs_per_s, "holdout": retrieval})
-    return retrieval
+        "pairs_per_s": pairs_per_s, "holdout": retrieval, "best_heldout": best, "heldout_verdict": heldout_verdict(rows)})
+    return retrieval, best

@@ -36,13 +36,13 @@ class ImageTokenTable(nn.Module):
 
     @torch.no_grad()
     def clamp_logit_scale_(self, maximum: float) -> None:
-        self.logit_scale.clamp_(max=maximum)
+        self.logit_scale.clamp_(min=0.0, max=maximum)  # open_clip's range on both sides (guards.py)
 
 
 def save_table(path: str | os.PathLike, weight: torch.Tensor, logit_scale: float, metadata: dict[str, Any]) -> None:
     tensors = {"image_embeddings": weight.detach().float().cpu().contiguous(),
                "logit_scale": torch.tensor([float(logit_scale)])}
-    atomic.save_safetensors(path, tensors, rd.table_header(metadata))
+    atomic.save_safetensors(path, tensors, rd.table_header(metadata, tensors["image_embeddings"]))
 
 
 def load_table(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -220,6 +220,11 @@ class Corpus:
             base += int(shard.caption_offsets[-1])
         return np.concatenate(flats) if flats else np.zeros(0, np.int64), np.concatenate(offsets)
 
+    def iter_caption_shards(self) -> Iterable[tuple[int, str, np.ndarray, np.ndarray]]:
+        """(first global index, shard name, caption ids, caption offsets) per shard, memory-mapped, in order."""
+        for shard in self._shards:
+            yield shard.start, shard.name, shard.caption_ids, shard.caption_offsets
+
     def records(self, indices: Sequence[int] | np.ndarray) -> list[dict]:
         """The ``{"key", "caption"}`` records of the given items."""
         indices = np.asarray(indices, dtype=np.int64)
@@ -252,6 +257,9 @@ def _read_jsonl(path: Path, expected: int) -> list[dict]:
 
 def _read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
+    if root.exists() and not root.is_dir():
+        raise TokalignError(f"corpus {root} is a file, not a corpus folder; pass the folder `tokalign tokenize` "
+                            "or `tokalign demo-corpus` wrote")
     if not root.is_dir():
         raise TokalignError(f"corpus folder {root} does not exist; build one with `tokalign demo-corpus`")
     if not path.is_file():
@@ -284,6 +292,9 @@ def _open_shard(root: Path, entry: dict, start: int, tokens_per_image: int, code
     n = entry["items"]
     if tokens.shape != (n, tokens_per_image) or offsets.shape != (n + 1,) or offsets[-1] != ids.shape[0]:
         raise TokalignError(f"corpus shard {path} does not match the manifest's shapes; {fix}")
+    if offsets[0] != 0 or (n and bool((np.diff(offsets) < 0).any())):
+        raise TokalignError(f"corpus shard {path} has damaged caption_offsets (not increasing from 0 to the caption "
+                            f"length); {fix}")
     if n and int(tokens.max()) >= codebook_size:
         raise TokalignError(f"corpus shard {path} holds image token id {int(tokens.max())}, but the codebook has "
                             f"{codebook_size} entries: the corpus was made with another image tokenizer; {fix}")
@@ -298,6 +309,9 @@ def open_corpus(root: str | os.PathLike) -> Corpus:
         tokens_per_image = int(manifest["tokens_per_image"])
         codebook_size = int(manifest["image_tokenizer"]["codebook_size"])
         entries = list(manifest["shards"])
+        if isinstance(manifest["items"], bool) or not isinstance(manifest["items"], int):
+            raise TokalignError(f"{root / MANIFEST} gives its item count as {manifest['items']!r}, not an integer; "
+                                "rebuild the corpus")
         for entry in entries:
             if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
                     and isinstance(entry.get("items"), int) and isinstance(entry.get("bytes"), int)):

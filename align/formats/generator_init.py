@@ -282,6 +282,10 @@ def _check_integrity(path: Path, image_rows, special_rows, header: dict[str, str
             raise TokalignError(f"{path}: {name} is {tensor.dtype} {tuple(tensor.shape)}, the metadata says {shapes[name]}; {fix}")
     if tensors_sha256({"image_rows": image_rows, "special_rows": special_rows}) != meta["tensor_sha256"]:
         raise TokalignError(f"{path} fails its tensor checksum; {fix}")
+    for name, tensor in (("image_rows", image_rows), ("special_rows", special_rows)):
+        if not bool(torch.isfinite(tensor).all()):
+            raise TokalignError(f"{path}: {name} holds NaN or infinite values (exported from a diverged fit); "
+                                "refit with a lower --lr and export again")
 
 
 def _check_lm_matrix(path: Path, meta: dict[str, Any], lm_embeddings: "torch.Tensor") -> None:

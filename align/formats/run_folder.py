@@ -11,7 +11,9 @@ What a fit writes and what probes and export read::
                        ``logit_scale`` (1,); header metadata (strings) ``format`` ("tokalign-table"), ``version``,
                        ``lm`` (JSON identity), ``lm_embedding_sha256``, ``d_model``, ``codebook_size``,
                        ``image_tokenizer`` (JSON identity), ``steps``, ``final_loss``, ``final_logit_scale``,
-                       ``final_temperature``, ``corpus``
+                       ``final_temperature``, ``corpus``, ``tensor_sha256`` (``tensors_sha256`` of
+                       ``{"image_embeddings": ...}``, verified by :func:`read_table`; tables written before it
+                       existed read unverified); a table with a non-finite row is never written
     eval.json          held-out retrieval at the end of the fit
     summary.json       final loss, temperature, retrieval and throughput
 """
@@ -28,7 +30,7 @@ import numpy as np
 
 from tokalign.align.errors import TokalignError
 from tokalign.align.formats import atomic
-from tokalign.align.formats.hashing import tensor_sha256
+from tokalign.align.formats.hashing import canonical_bytes, tensor_sha256, tensors_sha256
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -90,11 +92,22 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ the table and the LM matrix
 
 
-def table_header(metadata: dict[str, Any]) -> dict[str, str]:
-    """The writer's contract for ``table.safetensors`` metadata: format, version, JSON fields encoded."""
+def table_header(metadata: dict[str, Any], image_embeddings: Any = None) -> dict[str, str]:
+    """The writer's contract for ``table.safetensors`` metadata: format, version, JSON fields encoded.
+
+    Given the table's ``image_embeddings``, also its ``tensor_sha256``; a table with a non-finite value is
+    refused (a diverged fit) with a one-line error.
+    """
     header = {"format": TABLE_FORMAT, "version": TABLE_VERSION}
     for key, value in metadata.items():
         header[key] = json.dumps(value, sort_keys=True) if key in TABLE_JSON_FIELDS else str(value)
+    if image_embeddings is not None:
+        array = canonical_bytes(image_embeddings)
+        if not np.isfinite(array).all():
+            bad = int((~np.isfinite(array)).any(axis=1).sum())
+            raise TokalignError(f"the fitted table has {bad} rows with NaN or infinite values (the fit diverged); "
+                                "start a new --run with a lower --lr")
+        header["tensor_sha256"] = tensors_sha256({"image_embeddings": array})
     return header
 
 
@@ -128,6 +141,8 @@ def read_table(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise TokalignError(f"table {path} has damaged metadata; {_REFIT}") from None
     if weight.shape != shape or weight.dtype != np.float32:
         raise TokalignError(f"table {path} holds {weight.dtype} {weight.shape}, its metadata says {shape}; {_REFIT}")
+    if "tensor_sha256" in meta and tensors_sha256({"image_embeddings": weight}) != meta["tensor_sha256"]:
+        raise TokalignError(f"table {path} fails its tensor checksum (damaged or altered); {_REFIT}")
     return weight, meta
 
 

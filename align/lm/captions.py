@@ -1,22 +1,20 @@
 """The frozen caption side: bag-of-words vectors from the LM's input embeddings.
 
 Caption ``j`` becomes ``v_j = mean_k E_lm[w_k]`` over its token ids.  The LM
-is frozen, so every caption vector is computed once per fit and reused for
-every step (the training loop never touches the LM again).
+is frozen and a caption holds ~30 tokens, so a fit computes the vectors of each
+batch's captions when it needs them (``tokalign.align.fit.caption_ids``): memory does
+not grow with the corpus.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from tokalign.align.errors import TokalignError
-
-log = logging.getLogger(__name__)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -32,12 +30,18 @@ def text_tokenizer_identity(lm) -> dict:
             "vocab_size": lm.vocab_size, "add_special_tokens": False}
 
 
-def check_caption_ids(flat_ids: np.ndarray, offsets: np.ndarray, vocab_size: int, records=None) -> None:
-    """Refuse empty captions and ids outside the LM's vocabulary (one-line errors)."""
+def check_caption_ids(flat_ids: np.ndarray, offsets: np.ndarray, vocab_size: int, records=None,
+                      first_index: int = 0) -> None:
+    """Refuse empty captions and ids outside the LM's vocabulary (one-line errors).
+
+    Checks one run of captions; ``first_index`` is the corpus index of its first caption (for streamed
+    checks, one shard or chunk at a time), ``records(i)`` names corpus item ``i`` in the message.
+    """
     lengths = np.diff(offsets)
     empty = np.flatnonzero(lengths == 0)
     if empty.size:
-        which = f"item {int(empty[0])}" + (f" (key {records(int(empty[0]))!r})" if records else "")
+        first = first_index + int(empty[0])
+        which = f"item {first}" + (f" (key {records(first)!r})" if records else "")
         raise TokalignError(f"{empty.size} caption(s) are empty, first at {which}; rebuild the corpus without them")
     if flat_ids.size and (int(flat_ids.max()) >= vocab_size or int(flat_ids.min()) < 0):
         raise TokalignError(f"caption token id {int(flat_ids.max())} is outside the LM vocabulary ({vocab_size}); "
@@ -56,16 +60,3 @@ def caption_vectors(embeddings: torch.Tensor, flat_ids: np.ndarray, offsets: np.
         offs = torch.from_numpy(np.asarray(offsets[lo:hi] - offsets[lo], dtype=np.int64)).to(device)
         out.append(F.normalize(F.embedding_bag(ids, embeddings, offs, mode="mean"), dim=-1))
     return torch.cat(out) if out else embeddings.new_zeros((0, embeddings.shape[1]))
-
-
-def corpus_caption_ids(corpus, lm, tokenize) -> tuple[np.ndarray, np.ndarray]:
-    """The corpus's caption ids for ``lm``: stored ones when its tokenizer made them, else re-tokenized."""
-    stored = corpus.text_tokenizer.get("sha256")
-    if stored == tokenizer_fingerprint(lm.tokenizer):
-        return corpus.all_caption_ids()
-    log.info("corpus captions were tokenized for %s; re-tokenizing them for %s", corpus.text_tokenizer.get("name"), lm.spec)
-    ids = tokenize(lm.tokenizer, corpus.captions(np.arange(corpus.items)))
-    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in ids], out=offsets[1:])
-    flat = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(offsets[-1]))
-    return flat, offsets

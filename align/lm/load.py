@@ -174,7 +174,9 @@ def _local_source(spec: str, folder: Path) -> LMSource:
 
 
 def _hub_source(spec: str) -> LMSource:
-    offline = _offline()
+    from tokalign.align.lm.hub_reachable import hub_reachable
+
+    offline = _offline() or not hub_reachable()  # no network: the local HF cache only, and fail in one line
     try:
         from huggingface_hub import hf_hub_download
 

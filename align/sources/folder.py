@@ -18,6 +18,10 @@ without a file has image None (the pipeline counts them as ``no_caption`` and
 caption that is not a string; keyed ``captions.jsonl:LINE``) or
 ``duplicate_key`` (a second row for a file; the first row wins).
 
+File names that are not UTF-8 are kept under an escaped key (``tokalign.align.sources.keys``; listed as
+``escaped_key``).  Symbolic links: a linked *file* is followed, also when it points outside the folder, and
+such an item is listed in ``adjusted.jsonl`` as ``symlink_outside``; linked *folders* are not entered.
+
 The captions file is read into memory once, when the source is opened, and
 the parts carry their keys and captions (a few hundred bytes per row: fine up
 to millions of rows).  Image bytes are read only in :meth:`FolderSource.read`.
@@ -62,16 +66,20 @@ class FolderSource:
     tokens: bool
     items: int
     part_list: tuple[Part, ...]
+    outside: frozenset[str] = frozenset()  # keys of file links that point outside the folder
     kind: ClassVar[str] = "folder"
 
     @classmethod
     def open(cls, spec: SourceSpec) -> "FolderSource":
         root = Path(spec.input)
+        if root.exists() and not root.is_dir():
+            raise TokalignError(f"--input {root} is a file, not an image folder; pass the folder, or --input-format "
+                                "for a file input")
         if not root.is_dir():
             raise TokalignError(f"image folder {root} does not exist; pass an existing folder of images with a captions file")
         captions_path = _find_captions(root, spec.captions_file)
         captions, extra = _read_captions(captions_path)
-        files = _list_files(root, (TOKEN_SUFFIX,) if spec.tokens else IMAGE_SUFFIXES)
+        files, outside = _list_files(root, (TOKEN_SUFFIX,) if spec.tokens else IMAGE_SUFFIXES)
         rows = _merge(files, captions, extra)
         if not rows:
             raise TokalignError(f"image folder {root} has no image files and {captions_path.name} has no rows; "
@@ -79,7 +87,9 @@ class FolderSource:
         log.info("folder %s: %d files, %d caption rows from %s", root, len(files), len(captions), captions_path.name)
         parts = tuple(_part(i, root, start, rows[start:start + spec.part_size], files)
                       for i, start in enumerate(range(0, len(rows), spec.part_size)))
-        return cls(str(root), str(captions_path), spec.tokens, len(rows), parts)
+        if outside:
+            log.info("folder %s: %d file links point outside it (followed; listed as symlink_outside)", root, len(outside))
+        return cls(str(root), str(captions_path), spec.tokens, len(rows), parts, frozenset(outside))
 
     def parts(self) -> list[Part]:
         return list(self.part_list)
@@ -89,7 +99,8 @@ class FolderSource:
             if skip is not None:
                 yield RawSample(key, skip=skip)
             else:
-                yield RawSample(key, self._payload(key), caption)
+                notes = ("symlink_outside",) if key in self.outside else ()
+                yield RawSample(key, self._payload(key), caption, notes=notes)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "input": self.root, "captions": self.captions_path, "tokens": self.tokens,
@@ -204,9 +215,12 @@ def _relative_key(name: str) -> str | None:
     return key
 
 
-def _list_files(root: Path, suffixes: tuple[str, ...]) -> dict[str, tuple[int, int]]:
-    """(size, mtime_ns) of every file under ``root`` with one of ``suffixes``, by relative posix path."""
+def _list_files(root: Path, suffixes: tuple[str, ...]) -> tuple[dict[str, tuple[int, int]], set[str]]:
+    """(size, mtime_ns) of every file under ``root`` with one of ``suffixes``, by relative posix path; and the
+    keys of file links that point outside ``root``."""
     files: dict[str, tuple[int, int]] = {}
+    outside: set[str] = set()
+    real_root = root.resolve()
     for folder, dirs, names in os.walk(root):
         dirs.sort()
         for name in names:
@@ -216,8 +230,11 @@ def _list_files(root: Path, suffixes: tuple[str, ...]) -> dict[str, tuple[int, i
                     stat = path.stat()
                 except OSError:  # a broken link or a file deleted while listing
                     continue
-                files[path.relative_to(root).as_posix()] = (stat.st_size, stat.st_mtime_ns)
-    return files
+                key = path.relative_to(root).as_posix()
+                files[key] = (stat.st_size, stat.st_mtime_ns)
+                if path.is_symlink() and real_root not in path.resolve().parents:
+                    outside.add(key)
+    return files, outside
 
 
 def _merge(files: dict[str, tuple[int, int]], captions: dict[str, str], extra: list[Row]) -> list[Row]:

@@ -28,7 +28,7 @@ SKIP_REASONS: dict[str, str] = {
     "no_image": "a caption with no image (an orphan caption, or its image member was lost)",
     "no_caption": "an image with no caption",
     "empty_caption": "a caption that is empty after stripping white space",
-    "unreadable_caption": "a caption file that is not valid text/JSON or has no caption field",
+    "unreadable_caption": "a caption file that is not valid text/JSON or has no caption field, or a caption holding a lone surrogate (not text)",
     "unreadable_image": "image bytes that do not decode (corrupt, truncated or not an image)",
     "too_small": "an image whose shorter side is below the --min-side rule",
     "duplicate_key": "a second record for a key already seen in the same part (the first one is used)",
@@ -42,6 +42,9 @@ ADJUST_REASONS: dict[str, str] = {
     "palette": "a palette image converted to RGB",
     "other_mode": "an image in another mode (e.g. YCbCr, LAB, HSV, float) converted to RGB",
     "upscaled": "an image whose shorter side was below the target size, upscaled",
+    "escaped_key": "a name that is not UTF-8 (a Latin-1 file or tar member name), kept under a reversibly escaped key "
+                   "(see tokalign.align.sources.keys)",
+    "symlink_outside": "a symbolic link in an input folder that points outside it, followed",
 }
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")  # lower-case, what sources treat as images
@@ -60,13 +63,15 @@ class RawSample:
     strips it, nothing else), or ``None`` when there is none.  A source that
     already knows an item is unusable (an unreadable caption file, a damaged
     tar region) sets ``skip`` to ``(reason, detail)`` with a reason from
-    :data:`SKIP_REASONS`.
+    :data:`SKIP_REASONS`.  ``notes`` are adjustments the source made (reasons from :data:`ADJUST_REASONS`,
+    e.g. ``symlink_outside``), listed with the item in ``adjusted.jsonl`` when it is kept.
     """
 
     key: str
     image: Payload = None
     caption: str | None = None
     skip: tuple[str, str] | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ class WebDatasetSource:
     @classmethod
     def open(cls, spec: SourceSpec) -> "WebDatasetSource":
         urls = shard_urls(str(spec.input))
+        if all(_empty_tar(url) for url in urls):
+            raise TokalignError(f"--input {spec.input} holds no data: {'every shard is' if len(urls) > 1 else 'the tar is'} "
+                                "an empty archive; check the path or the download")
         log.info("webdataset %s: %d shards", spec.input, len(urls))
         return cls(spec, tuple(urls))
 
@@ -118,6 +121,17 @@ def shard_urls(text: str) -> list[str]:
         raise TokalignError(f"{len(missing)} of {len(urls)} shards in {text} do not exist (first: {missing[0]}); "
                             "fix the pattern or the download")
     return urls
+
+
+def _empty_tar(url: str, limit: int = 1 << 20) -> bool:
+    """True for a local, uncompressed tar file without members (its end blocks only; 0 bytes is a corrupt tar)."""
+    if is_remote(url) or not url.endswith(".tar"):
+        return False
+    try:
+        with open(url, "rb") as handle:
+            return 0 < os.fstat(handle.fileno()).st_size <= limit and not handle.read().strip(b"\0")
+    except OSError:
+        return False
 
 
 def _fingerprint(url: str) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tokalign.align.defaults import DEFAULT_LM
 from tokalign.align.errors import TokalignError
+from tokalign.align.fit.guards import check_seed
 from tokalign.align.image_tokenizers.registry import KINDS
 from tokalign.align.sources.spec import SourceSpec
 
@@ -70,5 +71,6 @@ class TokenizeConfig:
             raise TokalignError(f"--workers {self.workers} must be 0 (load in this process) or more")
         if self.stop_after_parts is not None and self.stop_after_parts < 1:
             raise TokalignError(f"--stop-after-parts {self.stop_after_parts} must be at least 1")
+        check_seed(self.seed)
         if self.dtype not in DTYPES:
             raise TokalignError(f"--dtype {self.dtype!r} is unknown; use one of {', '.join(DTYPES)}")

@@ -5,7 +5,8 @@ Tokens come from corpus rows (``corpus`` + ``indices``) or from a file
 ``.safetensors`` holding an ``image_tokens`` tensor (what generated samples
 are saved as).  The tokenizer is the one the corpus manifest names (checked by
 its sha256), or, for a file without a corpus, the one given by kind and path.
-Each image is written atomically as ``{name}.png`` in ``out``.
+Each image is written atomically as ``{name}.png`` in ``out``, a new or empty folder or one an earlier decode
+wrote (its marker ``.tokalign.json`` says so); another non-empty folder is refused.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tokalign.align.formats import atomic
+from tokalign.align.formats import atomic, outputs
 from tokalign.align.errors import TokalignError
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,16 @@ class DecodeConfig:
 
 
 def decode_tokens(config: DecodeConfig) -> list[Path]:
-    """Write one PNG per token row; return their paths."""
+    """Write one PNG per token row; return their paths.  ``out`` follows the output rule (outputs.py)."""
+    inputs = tuple(p for p in (config.corpus,) if p is not None)
+    outputs.claim_output_dir(config.out, outputs.DECODE, inputs=inputs)
     tokens, names, tokenizer = _gather(config)
     if tokens.shape[1] != tokenizer.tokens_per_image:
         raise TokalignError(f"the tokens have {tokens.shape[1]} ids per image but the {tokenizer.kind} tokenizer makes "
                             f"{tokenizer.tokens_per_image}; pass the tokenizer they were made with")
     from PIL import Image
 
-    config.out.mkdir(parents=True, exist_ok=True)
+    outputs.write_marker(config.out, outputs.DECODE)
     paths = []
     for start in range(0, len(tokens), 16):
         for image, name in zip(tokenizer.decode(tokens[start:start + 16]), names[start:start + 16]):

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tokalign.align.formats import outputs
 from tokalign.align.formats.atomic import atomic_dir
 from tokalign.align.formats.corpus import CorpusWriter
 from tokalign.align.errors import TokalignError
 from tokalign.align.training.progress import progress_bar
 from tokalign.align.fit.config import DEFAULT_LM
+from tokalign.align.fit.guards import check_seed
 
 log = logging.getLogger(__name__)
 TOKENIZER_FILE = "image_tokenizer.safetensors"
@@ -46,6 +48,7 @@ class DemoCorpusConfig:
             raise TokalignError(f"--items {self.items} must be at least 2")
         if not 1 <= self.codebook_size <= 65536:
             raise TokalignError(f"--codebook-size {self.codebook_size} must lie in 1..65536 (tokens are uint16)")
+        check_seed(self.seed)
         if self.codebook_images < 1 or self.shard_size < 1 or self.chunk < 1:
             raise TokalignError("--codebook-images, shard size and chunk must be positive")
 
@@ -67,11 +70,9 @@ def build_demo_corpus(config: DemoCorpusConfig, overwrite: bool = False) -> Path
     from tokalign.align.image_tokenizers.kmeans import PatchKMeansTokenizer
     from tokalign.align.lm.load import load_frozen_lm, tokenize_captions
 
-    out = config.out
-    if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise TokalignError(f"{out} exists and is not a tokalign corpus; pass a new or empty --out folder")
-    if (config.out / "manifest.json").exists() and not overwrite:
-        raise TokalignError(f"{config.out} already holds a corpus; remove it or pass --force to rebuild it")
+    claim = outputs.claim_output_dir(config.out, outputs.CORPUS)
+    if claim.state == "own" and not overwrite:
+        raise TokalignError(f"{config.out} already holds a corpus; pass --force to rebuild it, or choose another --out")
     lm = load_frozen_lm(config.lm, config.cache_root)
     sample, _ = _render(config.seed, range(min(config.codebook_images, config.items)))
     log.info("fitting a %d-code patch k-means tokenizer on %d scenes", config.codebook_size, len(sample))

@@ -13,7 +13,7 @@ different parts may interleave, but within a part their order is the source's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 
 from tokalign.align.sources.image_prep import prepare_image
 from tokalign.align.image_tokenizers.registry import pretokenized_mismatch, token_array_problem
+from tokalign.align.sources.keys import escape_key, is_text
 from tokalign.align.sources.samples import Part, RawSample
 
 
@@ -75,11 +76,23 @@ def collate_none(batch: PartBatch) -> PartBatch:
     return batch
 
 
+def safe_sample(sample: RawSample) -> RawSample:
+    """``sample`` with a UTF-8 key and skip detail (``keys.escape_key``); an escaped key is noted ``escaped_key``."""
+    key = escape_key(sample.key)
+    skip = (sample.skip[0], escape_key(sample.skip[1])) if sample.skip is not None else None
+    if key == sample.key and skip == sample.skip:
+        return sample
+    notes = sample.notes + (("escaped_key",) if key != sample.key else ())
+    return replace(sample, key=key, skip=skip, notes=notes)
+
+
 def part_batches(source: Any, part: Part, settings: PrepSettings) -> Iterator[PartBatch]:
     """Read one part; yield its batches, the last one flagged."""
     batch = PartBatch(part.index)
     items: list[np.ndarray] = []
+    part = replace(part, name=escape_key(part.name))
     for sample in source.read(part):
+        sample = safe_sample(sample)
         batch.read += 1
         payload = _check(sample, part, settings, batch)
         if batch.fatal:
@@ -115,6 +128,9 @@ def _check(sample: RawSample, part: Part, settings: PrepSettings, batch: PartBat
         return skip("no_image", "caption without an image")
     if sample.caption is None:
         return skip("no_caption", "image without a caption")
+    if not is_text(sample.caption):
+        return skip("unreadable_caption", f"caption holds a lone surrogate ({escape_key(sample.caption)[:80]!r}), "
+                                          "which is not text")
     if not sample.caption.strip():
         return skip("empty_caption", "caption is empty or white space")
     if settings.tokens:
@@ -125,9 +141,14 @@ def _check(sample: RawSample, part: Part, settings: PrepSettings, batch: PartBat
         return skip("unreadable_image", f"payload is {type(sample.image).__name__}, not image bytes")
     if prepared.skip is not None:
         return skip(*prepared.skip)
-    if prepared.adjustments:
-        batch.adjusted.append({"key": sample.key, "part": part.name, "reasons": list(prepared.adjustments)})
+    _note(batch, sample, part, list(prepared.adjustments))
     return prepared.pixels
+
+
+def _note(batch: PartBatch, sample: RawSample, part: Part, adjustments: list[str]) -> None:
+    reasons = list(sample.notes) + adjustments
+    if reasons:
+        batch.adjusted.append({"key": sample.key, "part": part.name, "reasons": reasons})
 
 
 def _check_tokens(sample: RawSample, part: Part, settings: PrepSettings, batch: PartBatch) -> np.ndarray | None:
@@ -140,4 +161,5 @@ def _check_tokens(sample: RawSample, part: Part, settings: PrepSettings, batch: 
     if problem:
         batch.fatal = pretokenized_mismatch(f"{sample.key!r} in {part.name}", problem)
         return None
+    _note(batch, sample, part, [])
     return tokens.reshape(-1)

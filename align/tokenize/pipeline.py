@@ -29,10 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from tokalign.align.tokenize import state
+from tokalign.align.formats import outputs
 from tokalign.align.formats.corpus import SHARDS, write_shard
+from tokalign.align.formats.lock import writing_folder
 from tokalign.align.errors import TokalignError
 from tokalign.align.image_tokenizers.protocol import SavableTokenizer, TensorEncoder
 from tokalign.align.image_tokenizers.registry import KMEANS_FILE, Pretokenized, build_image_tokenizer, pretokenized_mismatch
+from tokalign.align.sources.keys import escape_key
 from tokalign.align.sources.samples import Part
 from tokalign.align.sources.spec import open_source
 from tokalign.align.tokenize.config import TokenizeConfig
@@ -76,21 +79,29 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeResult:
     lm = load_frozen_lm(config.lm, config.cache_root)
     if tokenizer is not None and config.image_tokenizer == "pretokenized":
         _preflight_tokens(source, parts, tokenizer)
+    with writing_folder(config.out, outputs.CORPUS, what="tokenize", inputs=_local_inputs(config), subfolders=(SHARDS,)):
+        return _tokenize(config, source, parts, tokenizer, lm, text_tokenizer_identity(lm))
+
+
+def _local_inputs(config: TokenizeConfig) -> tuple[Path, ...]:
+    """The input paths --out must keep clear of (a local file or folder)."""
+    given = Path(str(config.source.input))
+    return (given,) if given.exists() else ()
+
+
+def _tokenize(config: TokenizeConfig, source, parts: list[Part], tokenizer, lm, text_identity: dict) -> TokenizeResult:
+    """The run proper, in the claimed and locked output folder."""
     mode = state.prepare_out(config.out, resume=config.resume, force=config.force)
+    if config.fit_codebook:
+        tokenizer = _codebook(config, source, parts, "resume" if mode == "complete" else mode)
+    run_state = _run_state(config, source, parts, tokenizer, text_identity)
     if mode == "complete":
         from tokalign.align.formats.corpus import open_corpus
 
-        log.info("%s is already a complete corpus; nothing to do", config.out)
-        return TokenizeResult(config.out, True, len(parts), 0, open_corpus(config.out).manifest)
-    if config.fit_codebook:
-        tokenizer = _codebook(config, source, parts, mode)
-    identity = tokenizer.identity()
-    if tokenizer.kind == "kmeans" or identity.get("kind") == "kmeans":
-        identity["file"] = KMEANS_FILE
-    run_state = {"source": source.describe(), "parts": [p.fingerprint for p in parts], "image_tokenizer": identity,
-                 "text_tokenizer": text_tokenizer_identity(lm), "tokens_per_image": tokenizer.tokens_per_image,
-                 "preprocessing": {"image_size": config.image_size, "min_side": config.min_side,
-                                   "resize": "shorter side, bicubic", "crop": "centre", "mode": "RGB"}}
+        manifest = open_corpus(config.out).manifest
+        state.check_complete(config.out, run_state, manifest)
+        log.info("%s is already a complete corpus made with these options; nothing to do", config.out)
+        return TokenizeResult(config.out, True, len(parts), 0, manifest)
     if mode == "fresh":
         _start(config.out, tokenizer, run_state)
     else:
@@ -107,12 +118,23 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeResult:
     return TokenizeResult(config.out, True, len(parts), done, manifest)
 
 
+def _run_state(config: TokenizeConfig, source, parts: list[Part], tokenizer, text_identity: dict) -> dict:
+    """What this run is (tokenize.json): input, tokenizers, preprocessing; resume compares it."""
+    identity = tokenizer.identity()
+    if tokenizer.kind == "kmeans" or identity.get("kind") == "kmeans":
+        identity["file"] = KMEANS_FILE
+    return {"source": source.describe(), "parts": [p.fingerprint for p in parts], "image_tokenizer": identity,
+            "text_tokenizer": text_identity, "tokens_per_image": tokenizer.tokens_per_image,
+            "preprocessing": {"image_size": config.image_size, "min_side": config.min_side,
+                              "resize": "shorter side, bicubic", "crop": "centre", "mode": "RGB"}}
+
+
 def _start(out: Path, tokenizer, run_state: dict) -> None:
-    (out / SHARDS).mkdir(parents=True, exist_ok=True)
+    """Start-up, in the order state.py documents: (marker,) codebook, state file, ``shards/``."""
     kept = tokenizer.decoder if isinstance(tokenizer, Pretokenized) else tokenizer
     if run_state["image_tokenizer"].get("file") and isinstance(kept, SavableTokenizer):
         kept.save(out / KMEANS_FILE)  # the corpus keeps its (small) k-means codebook
-    state.write_state(out, run_state)
+    state.write_started(out, run_state)
 
 
 def _preflight_tokens(source, parts: list[Part], tokenizer) -> None:
@@ -223,7 +245,7 @@ def _write_part(out: Path, part: Part, buf: _PartBuffer) -> None:
         shard = write_shard(out / SHARDS, state.shard_name(part.index), np.stack(buf.tokens), buf.ids,
                             buf.captions, buf.keys)
     for row in buf.skipped:
-        row["part"] = part.name
+        row["part"] = escape_key(part.name)
     kept = set(buf.keys)
     adjusted = [row for row in buf.adjusted if row["key"] in kept]  # minus items dropped after preprocessing
     state.write_part_record(out, part, shard, buf.skipped, adjusted)

@@ -16,18 +16,29 @@ to continue a folder whose ``tokenize.json`` differs from the new run, and
 skips done parts, so no sample is ever written twice.  ``finish`` gathers the
 part records in part order into ``skipped.jsonl``, ``adjusted.jsonl`` and
 ``manifest.json`` (last: a folder with a manifest is a complete corpus), then
-removes the per-part bookkeeping.
+removes the per-part bookkeeping; the run's identity stays in the folder's
+marker (``.tokalign.json``), so a ``--resume`` with other options is refused
+even after the corpus is complete.
+
+The folder follows the output rule and is locked while written
+(``tokalign.align.formats.outputs``, ``lock``).  Start-up order: the marker,
+the k-means codebook, ``tokenize.json``, then ``shards/``: a folder killed in
+between is marked but has no state, and starts again (fresh) on the next run.
+Paths in fingerprints are compared as absolute paths (:func:`canonical`), so
+``--resume`` accepts the same input given relatively or absolutely.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from tokalign.align.formats import atomic
+from tokalign.align.formats import atomic, outputs
+from tokalign.align.formats.faults import crash_point
 from tokalign.align.formats.corpus import MANIFEST, SHARDS, write_manifest
 from tokalign.align.errors import TokalignError
 from tokalign.align.sources.samples import Part
@@ -42,17 +53,41 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
 
+_PATH_KEYS = frozenset({"folder", "url", "file", "captions", "input", "path", "files"})
+
+
+def canonical(value: Any, key: str | None = None) -> Any:
+    """JSON ``value`` with local paths (under path-like keys) made absolute: how fingerprints are compared."""
+    from tokalign.align.sources.spec import is_remote
+
+    if isinstance(value, dict):
+        return {k: canonical(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v, key) for v in value]
+    if isinstance(value, str) and key in _PATH_KEYS and value and not is_remote(value):
+        return os.path.abspath(value)
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    return canonical(json.loads(json.dumps(a))) == canonical(b)
+
+
+def clear_folder(out: Path) -> None:
+    """Remove everything in ``out`` except tokalign's marker and lock (--force, or a start-up left unfinished)."""
+    for name in outputs.user_entries(out):
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
 def prepare_out(out: Path, *, resume: bool, force: bool) -> str:
-    """Check the output folder; return "fresh", "resume" or "complete".  Never touches a folder that is not ours."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return "fresh"
-    if not out.is_dir():
-        raise TokalignError(f"--out {out} is a file; pass a new or empty folder")
-    ours = (out / MANIFEST).is_file() or (out / STATE).is_file()
-    if not ours:
-        raise TokalignError(f"--out {out} is not empty and holds no tokalign corpus; pass a new or empty folder")
-    if force:
-        shutil.rmtree(out)
+    """Return "fresh", "resume" or "complete" for folder ``out``, already claimed and locked (pipeline.py).
+
+    A folder with neither a manifest nor a state file (new, empty, killed in its start-up window, or
+    replaced with --force) is cleared and starts fresh.
+    """
+    if force or not ((out / MANIFEST).is_file() or (out / STATE).is_file()):
+        clear_folder(out)
         return "fresh"
     if (out / MANIFEST).is_file():
         if resume:
@@ -64,19 +99,38 @@ def prepare_out(out: Path, *, resume: bool, force: bool) -> str:
 
 
 def write_state(out: Path, state: dict) -> None:
-    atomic.write_json(out / STATE, dict(format=STATE_FORMAT, **state))
+    atomic.write_json(out / STATE, dict(format=STATE_FORMAT, **canonical(json.loads(json.dumps(state)))))
 
 
-def check_state(out: Path, state: dict) -> None:
-    """Refuse to resume a run that was made from other input or with other tokenizers."""
-    try:
-        old = json.loads((out / STATE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise TokalignError(f"{out / STATE} is unreadable; pass --force to start over") from None
+def check_state(out: Path, state: dict, old: dict | None = None) -> None:
+    """Refuse to resume a run that was made from other input or with other tokenizers (``old``: its state)."""
+    if old is None:
+        try:
+            old = json.loads((out / STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise TokalignError(f"{out / STATE} is unreadable; pass --force to start over") from None
     for key, value in state.items():
-        if json.loads(json.dumps(value)) != old.get(key):
+        if key in old and not _same(value, old.get(key)):
             raise TokalignError(f"cannot resume {out}: its {key.replace('_', ' ')} differs from this run's "
                                 "(other input, tokenizer or options); pass the original options, or --force to start over")
+
+
+def check_complete(out: Path, state: dict, manifest: dict) -> None:
+    """Refuse ``--resume`` on a finished corpus made with other input or options (instead of "nothing to do")."""
+    old = (outputs.read_marker(out) or {}).get("tokenize")
+    if not isinstance(old, dict):  # a corpus from before the marker kept it: compare the manifest's fields
+        source = dict(manifest.get("source") or {})
+        old = {"image_tokenizer": manifest.get("image_tokenizer"), "text_tokenizer": manifest.get("text_tokenizer"),
+               "tokens_per_image": manifest.get("tokens_per_image"), "preprocessing": source.pop("preprocessing", None),
+               "source": source}
+    check_state(out, state, old)
+
+
+def write_started(out: Path, state: dict) -> None:
+    """The state file (before ``shards/``): from here on the folder is a resumable run."""
+    crash_point("tokenize:startup")
+    write_state(out, state)
+    (out / SHARDS).mkdir(parents=True, exist_ok=True)
 
 
 def part_done(out: Path, part: Part) -> bool:
@@ -86,7 +140,7 @@ def part_done(out: Path, part: Part) -> bool:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if record.get("fingerprint") != json.loads(json.dumps(part.fingerprint)):
+    if not _same(part.fingerprint, record.get("fingerprint")):
         return False
     entry = record.get("shard")
     if entry is None:
@@ -98,6 +152,7 @@ def part_done(out: Path, part: Part) -> bool:
 def write_part_record(out: Path, part: Part, shard: dict | None, skipped: list[dict], adjusted: list[dict]) -> None:
     """The part's skip/adjust lists, then its record (which marks it done)."""
     stem = out / SHARDS / shard_name(part.index)
+    crash_point(f"tokenize:part:{part.index}")
     atomic.write_text(f"{stem}.skipped.jsonl", _jsonl(skipped))
     atomic.write_text(f"{stem}.adjusted.jsonl", _jsonl(adjusted))
     atomic.write_json(f"{stem}.part.json", {
@@ -120,6 +175,8 @@ def finish(out: Path, parts: list[Part], manifest_fields: dict[str, Any]) -> dic
         adjust_lines.append(Path(f"{stem}.adjusted.jsonl").read_text(encoding="utf-8"))
     atomic.write_text(out / SKIPPED, "".join(skip_lines))
     atomic.write_text(out / ADJUSTED, "".join(adjust_lines))
+    crash_point("tokenize:finish")
+    outputs.write_marker(out, outputs.CORPUS, tokenize=canonical(json.loads((out / STATE).read_text(encoding="utf-8"))))
     manifest = write_manifest(out, shards=shards, skipped=skipped, adjusted=adjusted, **manifest_fields)
     for part in parts:
         stem = out / SHARDS / shard_name(part.index)

@@ -26,7 +26,11 @@ _NAME = re.compile(r"^step_(\d+)$")
 
 def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     info: dict[str, Any], keep: int, extra: dict[str, torch.Tensor] | None = None) -> Path:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors, seen = {}, set()
+    for k, v in model.state_dict().items():  # a tied weight appears under two names: store a copy for the second
+        v = v.detach().cpu().contiguous()
+        tensors[f"model.{k}"] = v.clone() if v.data_ptr() in seen else v
+        seen.add(v.data_ptr())
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     state = optimizer.state_dict()
     for pid, slots in state["state"].items():

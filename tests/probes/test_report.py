@@ -37,6 +37,12 @@ def test_report_writes_every_file_with_consistent_figures(shapes_run):
     assert all(float(a["score"]) >= float(b["score"]) for a, b in zip(rows[:5], rows[1:5]))
     assert json.loads((folder / "report.json").read_text()) == figures
     assert figures["retrieval"] == json.loads((shapes_run / "eval.json").read_text())  # same held-out figures as the fit
+    assert "loss" in figures["retrieval"]  # the held-out contrastive loss, at the final logit scale
+    rows = [json.loads(x) for x in (shapes_run / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if "heldout_loss" in r][-1]
+    assert last["step"] == 200 and last["heldout_loss"] == figures["retrieval"]["loss"]
+    assert figures["curves"]["verdict"] in ("overfitted", "plateaued", "improving")
+    assert figures["curves"]["sentence"] in (folder / "report.md").read_text()
     assert 0 <= figures["void"]["top1_share"] <= 1
     assert figures["usage"]["used"] + figures["usage"]["unused"] == 256
     assert "Held-out retrieval" in (folder / "report.md").read_text()

@@ -1,0 +1,123 @@
+"""Guards that keep a fit honest: it stops when it diverges, and resumes only what it can continue.
+
+* :func:`check_finite_loss` runs before every optimizer step: a NaN or infinite loss stops the fit with one
+  line naming the step, the learning rate and the fix (a lower ``--lr``), instead of training on into an
+  all-NaN table.
+* :func:`clamp_logit_scale_` keeps the learnable logit scale in open_clip's range ``[0, ln 100]`` on both
+  sides (temperature between 0.01 and 1); from above only, a large learning rate drives it down without bound.
+* :func:`corpus_fingerprint` identifies a corpus beyond its size and tokenizers: a digest of its manifest's
+  shard entries (names, item counts, byte sizes), of its ``.jsonl`` text (the item keys and captions) and of a
+  strided sample of its image tokens.  The run records it in ``config.json``; :func:`check_corpus_fingerprint`
+  refuses ``--resume`` on another corpus (a run without one, from an older tokalign, is not checked).
+* :func:`carry_final_figures`: a run killed after its last checkpoint but before ``summary.json`` resumes with
+  no step left to train; its final loss and throughput are then carried from the last ``metrics.jsonl`` row,
+  so the summary never reports NaN.
+* :func:`check_seed`: seeds are unsigned 64-bit (torch's and numpy's generators).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tokalign.align.errors import TokalignError
+from tokalign.align.formats.faults import crash_point
+
+MIN_LOGIT_SCALE = 0.0
+SEED_LIMIT = 2 ** 64
+
+
+def check_seed(seed: int, option: str = "--seed") -> int:
+    """``seed`` when it is an integer in ``0 .. 2**64 - 1``; else a one-line error."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise TokalignError(f"{option} {seed} is outside 0..{SEED_LIMIT - 1} (seeds are unsigned 64-bit); pass a smaller one")
+    return seed
+
+
+def check_finite_loss(loss: Any, step: int, lr: float, peak_lr: float) -> None:
+    """Refuse to take optimizer step ``step`` (1-based) on a non-finite loss (a torch scalar)."""
+    crash_point(f"fit:step:{step}")
+    value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+    if not math.isfinite(value):
+        raise TokalignError(f"the loss is {value} at step {step} (learning rate {lr:.3g}): the fit diverged; start a "
+                            f"new --run with a lower --lr (e.g. {peak_lr / 10:.3g}) or more --warmup-steps")
+
+
+def clamp_logit_scale_(logit_scale: Any, maximum: float, minimum: float = MIN_LOGIT_SCALE) -> None:
+    """Clamp the logit-scale parameter in place to ``[minimum, maximum]`` (open_clip: ``[0, ln 100]``)."""
+    import torch
+
+    with torch.no_grad():
+        logit_scale.clamp_(min=minimum, max=maximum)
+
+
+# ------------------------------------------------------------------ the corpus fingerprint
+def _text_digest(corpus) -> str:
+    digest = hashlib.sha256()
+    for entry in corpus.manifest["shards"]:
+        path = Path(corpus.root) / "shards" / f"{entry['name']}.jsonl"
+        try:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise TokalignError(f"corpus captions file {path} is unreadable ({exc.strerror}); rebuild the corpus") from None
+    return digest.hexdigest()
+
+
+def _token_digest(corpus, rows_per_shard: int = 64) -> str:
+    digest = hashlib.sha256()
+    for start, tokens in corpus.iter_shards():
+        stride = max(1, len(tokens) // rows_per_shard)
+        digest.update(f"{start}:{len(tokens)};".encode())
+        digest.update(np.ascontiguousarray(tokens[::stride]).tobytes())
+    return digest.hexdigest()
+
+
+def corpus_fingerprint(corpus) -> dict[str, str]:
+    """{"shards", "text", "tokens"} sha256 digests identifying ``corpus`` (computed once per opened corpus)."""
+    cached = getattr(corpus, "_tokalign_fingerprint", None)
+    if cached is not None:
+        return cached
+    entries = [[s.get("name"), s.get("items"), s.get("caption_tokens"), s.get("bytes"), s.get("text_bytes")]
+               for s in corpus.manifest["shards"]]
+    fingerprint = {"shards": hashlib.sha256(json.dumps(entries).encode()).hexdigest(),
+                   "text": _text_digest(corpus), "tokens": _token_digest(corpus)}
+    corpus._tokalign_fingerprint = fingerprint
+    return fingerprint
+
+
+def check_corpus_fingerprint(saved: dict, corpus, fix: str) -> None:
+    """Refuse to resume on a corpus whose fingerprint differs from the one ``config.json`` recorded."""
+    recorded = (saved.get("corpus") or {}).get("fingerprint")
+    if not isinstance(recorded, dict):
+        return  # a run from before fingerprints: nothing to compare
+    current = corpus_fingerprint(corpus)
+    changed = [name for name in ("shards", "text", "tokens") if recorded.get(name) != current[name]]
+    if changed:
+        raise TokalignError(f"corpus {corpus.root} is not the corpus the run was fit on (its {' and '.join(changed)} "
+                            f"differ, though its size and tokenizers match); {fix}")
+
+
+# ------------------------------------------------------------------ the final figures
+def carry_final_figures(run_dir: Path, step: int, loss: float, pairs_per_s: float) -> tuple[float, float]:
+    """(final loss, pairs/s): these, or when this invocation trained no step, the last logged row's."""
+    crash_point("fit:final")
+    if math.isfinite(loss) and pairs_per_s > 0:
+        return loss, pairs_per_s
+    from tokalign.align.training.metrics import read_metrics
+
+    rows = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl")
+            if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= step]
+    for row in reversed(rows):
+        value = row.get("loss")
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            carried = row.get("pairs_per_s")
+            rate = pairs_per_s if pairs_per_s > 0 else (float(carried) if isinstance(carried, (int, float)) else 0.0)
+            return (loss if math.isfinite(loss) else float(value)), rate
+    return loss, pairs_per_s

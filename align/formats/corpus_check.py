@@ -1,0 +1,43 @@
+"""``tokalign corpus check``: a corpus read end to end, every defect a one-line error.
+
+Opening a corpus (:func:`tokalign.align.formats.corpus.open_corpus`) already checks the manifest, every
+shard's byte size, tensor shapes, ``caption_offsets`` (from 0, never decreasing, ending at the caption
+length) and image token ids against the codebook.  The check adds what opening leaves for later: each
+shard's ``.jsonl`` has one ``{"key", "caption"}`` line per item, caption ids lie inside the text
+tokenizer's vocabulary, and no caption is empty.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tokalign.align.errors import TokalignError
+from tokalign.align.formats.corpus import SHARDS, open_corpus
+
+_FIX = "rebuild the corpus (or re-run its tokenize step)"
+
+
+def check_corpus(root: str | Path) -> dict[str, Any]:
+    """Validate the corpus at ``root``; return its counts.  Raises ``TokalignError`` on the first defect."""
+    corpus = open_corpus(root)
+    vocab = corpus.text_tokenizer.get("vocab_size") if isinstance(corpus.text_tokenizer, dict) else None
+    tokens = 0
+    for shard in corpus._shards:
+        records = corpus.records(np.arange(shard.start, shard.start + shard.items))
+        path = Path(corpus.root) / SHARDS / f"{shard.name}.jsonl"
+        for line, record in enumerate(records, start=1):
+            if not (isinstance(record, dict) and isinstance(record.get("key"), str) and isinstance(record.get("caption"), str)):
+                raise TokalignError(f"{path} line {line} is not a {{\"key\", \"caption\"}} record; {_FIX}")
+        ids, offsets = np.asarray(shard.caption_ids), np.asarray(shard.caption_offsets)
+        if shard.items and bool((np.diff(offsets) == 0).any()):
+            item = int(np.flatnonzero(np.diff(offsets) == 0)[0])
+            raise TokalignError(f"corpus shard {shard.name} item {item} has an empty caption; {_FIX}")
+        if ids.size and (int(ids.min()) < 0 or (isinstance(vocab, int) and int(ids.max()) >= vocab)):
+            raise TokalignError(f"corpus shard {shard.name} holds caption token ids outside 0..{vocab}; {_FIX}")
+        tokens += int(ids.size)
+        corpus._texts.clear()  # one shard's text in memory at a time
+    return {"root": str(corpus.root), "items": corpus.items, "shards": len(corpus._shards), "caption_tokens": tokens,
+            "codebook_size": corpus.codebook_size}
