@@ -9,6 +9,9 @@ STAMP := $(VENV)/.tokalign-installed
 DEMO_CORPUS ?= data/shapes
 DEMO_RUN ?= runs/demo
 DEMO_STEPS ?= 800
+DEMO_GEN_RUN ?= runs/demo-generator
+DEMO_GEN_LAYERS ?= 4
+DEMO_GEN_STEPS ?= 10
 
 .PHONY: install demo test bench clean
 
@@ -28,6 +31,11 @@ demo: $(STAMP)
 	$(BIN)/tokalign neighbors --run $(DEMO_RUN) --text-token " red" -k 8 --show $(DEMO_RUN)/red_neighbors.png
 	$(BIN)/tokalign report --run $(DEMO_RUN)
 	$(BIN)/tokalign export --run $(DEMO_RUN) --to generator-init --out $(DEMO_RUN)/generator_init.safetensors
+	rm -rf $(DEMO_GEN_RUN)
+	$(BIN)/tokalign generator train --corpus $(DEMO_CORPUS) --run $(DEMO_GEN_RUN) --init aligned \
+		--init-from $(DEMO_RUN)/generator_init.safetensors --num-layers $(DEMO_GEN_LAYERS) --seq-len 1088 \
+		--steps $(DEMO_GEN_STEPS) --batch-tokens 4352 --micro-batch 2 --warmup-steps 1 --lr 4e-3 \
+		--holdout 64 --eval-batches 2 --log-every 1 --checkpoint-every $(DEMO_GEN_STEPS) --device cpu
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -35,6 +43,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fit_step.py $(if $(wildcard $(DEMO_CORPUS)/manifest.json),--corpus $(DEMO_CORPUS))
 	$(BIN)/python benchmarks/bench_tokenize.py
+	$(BIN)/python benchmarks/bench_fit_scale.py
+	$(BIN)/python benchmarks/bench_generator_step.py --device cpu --layers 2 --steps 3
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache

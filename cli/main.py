@@ -19,6 +19,7 @@ from tokalign.cli.os_errors import describe_os_error
 from tokalign.cli.corpus_check_cmd import corpus
 from tokalign.cli.corpus_cmd import demo_corpus
 from tokalign.cli.fit_cmd import fit
+from tokalign.cli.generator_cmd import generator
 from tokalign.cli.probe_cmds import export, neighbors
 from tokalign.cli.report_cmd import report
 from tokalign.cli.tokenize_cmd import decode, tokenize
@@ -43,6 +44,7 @@ cli.add_command(neighbors)
 cli.add_command(export)
 cli.add_command(report)
 cli.add_command(corpus)
+cli.add_command(generator)
 
 
 def _wrapper_types() -> tuple[type, ...]:

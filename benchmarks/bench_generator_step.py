@@ -1,0 +1,179 @@
+"""Generator training throughput: this project's step against a plain Hugging Face ``Trainer``, same run.
+
+Both train the SmolLM2-135M shape (hidden 576, 30 layers, 9 heads / 3 KV heads, FFN 1,536, tied embeddings) with
+the generator's expanded vocabulary (65,600 rows) from random weights on the same random caption -> image
+sequences (``<doc> <text> caption </text> <image> 1,024 image tokens </image> </doc>`` padded to 1,152), the same
+micro-batch, gradient accumulation, AdamW and precision (bf16 autocast and fused AdamW on GPU, fp32 on CPU). The
+timed window excludes the first ``--warmup`` steps. Printed: tokens/s (all positions; useful non-pad tokens
+beside), MFU on a GPU with a known peak, and the ratio. Only torch, transformers and accelerate are imported (no
+faiss, gguf, diffusers or open_clip: GPU machines may lack them).
+
+    python benchmarks/bench_generator_step.py                                  # full shape (GPU)
+    python benchmarks/bench_generator_step.py --device cpu --layers 2 --micro-batch 1 --batch 2 --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from tokalign.align.formats.generator_init import VocabLayout
+from tokalign.generate.sequences.buckets import bucket_of
+from tokalign.generate.train.step import MicroBatch, train_step
+from tokalign.generate.train.throughput import device_peak_flops, model_shape
+
+LAYOUT = VocabLayout(49152, 16384)  # SmolLM2's text rows + a MoVQ-sized codebook -> 65,600 rows
+
+
+def build_model(layers: int, seq_len: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=LAYOUT.total_rows, hidden_size=576, intermediate_size=1536,
+                         num_hidden_layers=layers, num_attention_heads=9, num_key_value_heads=3,
+                         max_position_embeddings=max(2048, seq_len), rope_theta=100000.0, tie_word_embeddings=True,
+                         rms_norm_eps=1e-5, attn_implementation="sdpa")
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def sequences(n: int, seq_len: int, image_tokens: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    s = LAYOUT.special_ids
+    rows = np.full((n, seq_len), LAYOUT.pad_id, dtype=np.int64)
+    for i in range(n):
+        caption = rng.integers(0, LAYOUT.text_rows, size=rng.integers(10, 40))
+        image = rng.integers(0, LAYOUT.codebook_size, size=image_tokens) + LAYOUT.image_offset
+        row = [s["<doc>"], s["<text>"], *caption, s["</text>"], s["<image>"], *image, s["</image>"], s["</doc>"]]
+        rows[i, :len(row)] = row[:seq_len]
+    return rows
+
+
+def bench_ours(args, rows: np.ndarray) -> dict:
+    from tokalign.align.training.accelerator import build_accelerator
+
+    acc = build_accelerator(args.device, mixed_precision="bf16" if args.bf16 else "no")
+    model = build_model(args.layers, args.seq_len)
+    shape = model_shape(model)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                                  lr=3e-4, betas=(0.9, 0.95), fused=acc.device.type == "cuda" or None)
+    if args.compile:
+        model = torch.compile(model)
+    model, optimizer = acc.prepare(model, optimizer)
+    model.train()
+    params = list(model.parameters())
+    tokens = torch.from_numpy(rows)
+    batches = []
+    for lo in range(0, args.batch, args.micro_batch):
+        t = tokens[lo:lo + args.micro_batch].to(acc.device)
+        b = bucket_of(t, LAYOUT)
+        batches.append(MicroBatch(t, b, int((t != LAYOUT.pad_id).sum()), int((b[:, 1:] >= 0).sum())))
+    start = None
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            _sync(acc.device)
+            start = time.perf_counter()
+        train_step(acc, model, optimizer, params, batches, step=step, lr=3e-4, grad_clip=1.0)
+    _sync(acc.device)
+    return _figures(time.perf_counter() - start, args, rows, shape, acc.device)
+
+
+def bench_trainer(args, rows: np.ndarray) -> dict:
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    model = build_model(args.layers, args.seq_len)
+    shape = model_shape(model)
+    tokens = torch.from_numpy(rows)
+    labels = tokens.masked_fill(bucket_of(tokens, LAYOUT) < 0, -100)
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1 << 20
+
+        def __getitem__(self, i):
+            j = i % args.batch
+            return {"input_ids": tokens[j], "labels": labels[j]}
+
+    class Clock(TrainerCallback):
+        start = end = None
+
+        def on_step_begin(self, a, state, control, **kw):
+            if state.global_step == args.warmup:
+                _sync(device)
+                Clock.start = time.perf_counter()
+
+        def on_train_end(self, a, state, control, **kw):
+            _sync(device)
+            Clock.end = time.perf_counter()
+
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    targs = TrainingArguments(output_dir="/tmp/bench-generator-trainer", per_device_train_batch_size=args.micro_batch,
+                              gradient_accumulation_steps=args.batch // args.micro_batch,
+                              max_steps=args.warmup + args.steps, learning_rate=3e-4, adam_beta1=0.9,
+                              adam_beta2=0.95, weight_decay=0.1, max_grad_norm=1.0, lr_scheduler_type="constant",
+                              bf16=args.bf16, use_cpu=device.type == "cpu", report_to=[], save_strategy="no",
+                              logging_strategy="no", eval_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
+                              optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch",
+                              torch_compile=args.compile, seed=0)
+    Trainer(model=model, args=targs, train_dataset=Data(), callbacks=[Clock()]).train()
+    return _figures(Clock.end - Clock.start, args, rows, shape, device)
+
+
+def _figures(seconds: float, args, rows: np.ndarray, shape, device) -> dict:
+    tokens = args.steps * args.batch * args.seq_len
+    useful = args.steps * int((rows != LAYOUT.pad_id).sum())
+    out = {"tokens_per_s": tokens / seconds, "useful_tokens_per_s": useful / seconds, "seconds": seconds, "mfu": None}
+    peak = device_peak_flops(device)
+    if peak:
+        out["mfu"] = tokens * shape.flops_per_token(args.seq_len) / seconds / peak
+    return out
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--layers", type=int, default=30)
+    p.add_argument("--seq-len", type=int, default=1152)
+    p.add_argument("--image-tokens", type=int, default=1024)
+    p.add_argument("--micro-batch", type=int, default=16, help="sequences per forward")
+    p.add_argument("--batch", type=int, default=64, help="sequences per optimizer step (accumulated)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--only", choices=("ours", "trainer"), default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gpu = args.device != "cpu" and torch.cuda.is_available()
+    args.bf16 = gpu
+    if args.batch % args.micro_batch:
+        p.error("--batch must be a multiple of --micro-batch")
+    rows = sequences(args.batch, args.seq_len, args.image_tokens)
+    where = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
+    flops = model_shape(build_model(args.layers, args.seq_len)).flops_per_token(args.seq_len)
+    print(f"SmolLM2-135M shape, {args.layers} layers, vocab {LAYOUT.total_rows:,}, seq {args.seq_len}, micro-batch "
+          f"{args.micro_batch}, {args.batch} sequences/step, {'bf16' if gpu else 'fp32'}, on {where}; "
+          f"{flops / 1e9:.2f} GFLOP/token")
+    results = {}
+    for name, bench in (("ours", bench_ours), ("trainer", bench_trainer)):
+        if args.only in (None, name):
+            results[name] = r = bench(args, rows)
+            mfu = f"   MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
+            print(f"{name:>8}: {r['tokens_per_s']:>10,.0f} tokens/s ({r['useful_tokens_per_s']:,.0f} useful)   "
+                  f"{r['seconds'] / args.steps:.3f} s/step{mfu}", flush=True)
+    if len(results) == 2:
+        print(f"   ratio: {results['ours']['tokens_per_s'] / results['trainer']['tokens_per_s']:.2f}x the plain Trainer")
+
+
+if __name__ == "__main__":
+    main()
