@@ -36,6 +36,10 @@ demo: $(STAMP)
 		--init-from $(DEMO_RUN)/generator_init.safetensors --num-layers $(DEMO_GEN_LAYERS) --seq-len 1088 \
 		--steps $(DEMO_GEN_STEPS) --batch-tokens 4352 --micro-batch 2 --warmup-steps 1 --lr 4e-3 \
 		--holdout 64 --eval-batches 2 --log-every 1 --checkpoint-every $(DEMO_GEN_STEPS) --device cpu
+	@for s in 1 3; do $(BIN)/tokalign generator sample --model $(DEMO_GEN_RUN)/model --out $(DEMO_GEN_RUN)/samples-cfg$$s \
+		--prompt "a large red circle in the center" --prompt "a small blue square in the top left" \
+		-n 2 --cfg-scale $$s --top-k 200 --no-progress || exit 1; done
+	$(BIN)/tokalign generator probe --model $(DEMO_GEN_RUN)/model --image-rows 4096
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -45,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tokenize.py
 	$(BIN)/python benchmarks/bench_fit_scale.py
 	$(BIN)/python benchmarks/bench_generator_step.py --device cpu --layers 2 --steps 3
+	$(BIN)/python benchmarks/bench_sample.py
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache

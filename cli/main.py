@@ -20,6 +20,8 @@ from tokalign.cli.corpus_check_cmd import corpus
 from tokalign.cli.corpus_cmd import demo_corpus
 from tokalign.cli.fit_cmd import fit
 from tokalign.cli.generator_cmd import generator
+from tokalign.cli.generator_sample_cmd import sample as generator_sample
+from tokalign.cli.generator_probe_cmd import probe as generator_probe
 from tokalign.cli.probe_cmds import export, neighbors
 from tokalign.cli.report_cmd import report
 from tokalign.cli.tokenize_cmd import decode, tokenize
@@ -44,6 +46,8 @@ cli.add_command(neighbors)
 cli.add_command(export)
 cli.add_command(report)
 cli.add_command(corpus)
+generator.add_command(generator_sample)
+generator.add_command(generator_probe)
 cli.add_command(generator)
 
 

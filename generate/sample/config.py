@@ -1,0 +1,103 @@
+"""The validated settings of ``tokalign generator sample``: one frozen dataclass, defaults stated once here.
+
+Torch-free. Click options take their defaults from this class (``tokalign.cli.options.default_of``); every
+check a user can fail raises :class:`~tokalign.align.errors.TokalignError` with one line naming the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokalign.align.errors import TokalignError
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """What to sample, how, and where to write it.
+
+    ``prompts`` empty means no prompt (image-only models); ``n`` images are drawn per prompt. ``cfg_scale`` 1 is
+    plain conditional sampling; ``top_k`` 0 and ``top_p`` 1 switch those filters off.
+    """
+
+    model: Path
+    out: Path
+    prompts: tuple[str, ...] = ()
+    n: int = 8
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    cfg_scale: float = 1.0
+    seed: int = 0
+    batch_size: int = 16
+    device: str = "auto"
+    dtype: str = "auto"
+    corpus: Path | None = None  # where the generator's corpus moved to [default: the record's path]
+    image_tokenizer_path: str | None = None  # where the corpus's image tokenizer moved to
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", Path(self.model))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        if self.n < 1:
+            raise TokalignError(f"-n {self.n}: draw at least 1 image per prompt")
+        if self.batch_size < 1:
+            raise TokalignError(f"--batch-size {self.batch_size} must be at least 1")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise TokalignError(f"--temperature {self.temperature} must be a finite number above 0")
+        if self.top_k < 0:
+            raise TokalignError(f"--top-k {self.top_k} must be 0 (off) or positive")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise TokalignError(f"--top-p {self.top_p} must lie in (0, 1]; 1 switches nucleus sampling off")
+        if not (math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
+            raise TokalignError(f"--cfg-scale {self.cfg_scale} must be a finite number >= 0 (1 = no guidance)")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise TokalignError(f"--device {self.device!r} is unknown; use {', '.join(DEVICES)} or cuda:N")
+        if self.dtype not in DTYPES:
+            raise TokalignError(f"--dtype {self.dtype!r} is unknown; use one of {', '.join(DTYPES)}")
+        if self.out.resolve() == self.model.resolve():
+            raise TokalignError("--out is the model folder; choose another folder for the samples")
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0
+
+    def settings(self) -> dict:
+        """The sampling settings as recorded in ``samples.json``."""
+        return {"n": self.n, "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
+                "cfg_scale": self.cfg_scale, "seed": self.seed, "batch_size": self.batch_size}
+
+
+def read_prompts_file(path: Path) -> tuple[str, ...]:
+    """Prompts from a file: ``.jsonl`` lines with ``prompt`` (or ``caption``), else one prompt per non-blank line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokalignError(f"--prompts {path} is unreadable ({type(exc).__name__}); pass a UTF-8 text file, "
+                            "one prompt per line") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if path.suffix != ".jsonl":
+        prompts = tuple(line.strip() for line in lines)
+    else:
+        prompts = tuple(_jsonl_prompt(line, path, i + 1) for i, line in enumerate(lines))
+    if not prompts:
+        raise TokalignError(f"--prompts {path} holds no prompts")
+    return prompts
+
+
+def _jsonl_prompt(line: str, path: Path, number: int) -> str:
+    try:
+        body = json.loads(line)
+        value = body.get("prompt", body.get("caption")) if isinstance(body, dict) else None
+    except ValueError:
+        value = None
+    if not isinstance(value, str):
+        raise TokalignError(f"--prompts {path} line {number} is not a JSON object with a \"prompt\" string")
+    return value

@@ -1,0 +1,95 @@
+"""Opening what sampling needs: the generator folder (record, model, tokenizer) and its corpus's image tokenizer.
+
+:func:`load_generator` refuses a folder that is not a tokalign generator or whose model disagrees with its
+record. :func:`corpus_for_decoding` finds the corpus whose image tokenizer decodes the samples and refuses one
+whose tokenizer identity (kind, codebook size, grid, sha256) differs from the one the generator was trained on;
+the decode step then reloads that tokenizer and checks its weights against the same sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokalign.align.errors import TokalignError
+from tokalign.generate.model_folder import GeneratorRecord, read_record
+
+log = logging.getLogger(__name__)
+IDENTITY_KEYS = ("kind", "codebook_size", "grid", "sha256")
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+@dataclass(frozen=True)
+class LoadedGenerator:
+    record: GeneratorRecord
+    model: Any  # a transformers causal LM, in eval mode on its device
+    tokenizer: Any
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TokalignError(f"--device {device} was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return getattr(torch, DTYPES[dtype])
+
+
+def load_generator(folder: Path, device: str = "auto", dtype: str = "auto") -> LoadedGenerator:
+    """The record, the model (eval mode, on ``device``) and the tokenizer of a generator folder."""
+    record = read_record(folder)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype, device))
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise TokalignError(f"{folder} has a tokalign record but its model or tokenizer does not load "
+                            f"({type(exc).__name__}); save the generator again") from None
+    rows = model.get_output_embeddings().weight.shape[0]
+    if rows != record.layout.total_rows:
+        raise TokalignError(f"{folder}: the model's output layer has {rows} rows but its record's vocabulary layout "
+                            f"has {record.layout.total_rows}; the folder is damaged, save the generator again")
+    model.to(device).eval()
+    return LoadedGenerator(record, model, tokenizer)
+
+
+def corpus_for_decoding(record: GeneratorRecord, corpus: Path | None = None) -> Path:
+    """The corpus folder whose image tokenizer decodes this generator's tokens (identity checked)."""
+    root = Path(corpus) if corpus is not None else (Path(record.corpus) if record.corpus else None)
+    if root is None:
+        raise TokalignError("the generator's record names no corpus; pass --corpus with the corpus it was trained on")
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        raise TokalignError(f"the generator's corpus {root} is missing (no manifest.json); pass --corpus where it "
+                            "moved to")
+    try:
+        identity = json.loads(manifest.read_text(encoding="utf-8"))["image_tokenizer"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise TokalignError(f"{manifest} is unreadable or names no image tokenizer; pass another --corpus") from None
+    for key in IDENTITY_KEYS:
+        if _norm(identity.get(key)) != _norm(record.image_tokenizer.get(key)):
+            raise TokalignError(f"the corpus {root} has another image tokenizer than the generator was trained with "
+                                f"({key} {identity.get(key)!r} vs {record.image_tokenizer.get(key)!r}); pass "
+                                "--corpus of the generator's own corpus")
+    if record.image_tokenizer.get("codebook_size") != record.layout.codebook_size:
+        raise TokalignError("the generator's record is inconsistent (image tokenizer codebook size differs from "
+                            "its vocabulary layout); save the generator again")
+    return root
+
+
+def _norm(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
