@@ -52,7 +52,8 @@ def fit(corpus, run_dir, lm, steps, batch_size, lr, warmup_steps, min_lr_ratio, 
         click.echo(f"stopped at step {result.steps}/{steps}; continue with `tokalign fit --resume` and the same options")
         return
     click.echo(f"run: {result.run_dir}")
-    click.echo(f"final loss {result.final_loss:.4f}   temperature {result.temperature:.4f} "
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"  # a legacy summary may hold null
+    click.echo(f"final loss {loss}   temperature {result.temperature:.4f} "
                f"(logit scale {result.logit_scale:.3f})   {result.pairs_per_s:,.0f} pairs/s")
     if result.retrieval:
         r = result.retrieval
@@ -64,4 +65,4 @@ def fit(corpus, run_dir, lm, steps, batch_size, lr, warmup_steps, min_lr_ratio, 
     if best:
         click.echo(f"best held-out step {best['step']}: loss {best['heldout_loss']:.4f}   R@1 image->text "
                    f"{best['heldout_i2t_R@1']:.3f}, text->image {best['heldout_t2i_R@1']:.3f} (at the last step: held-out "
-                   f"loss {result.retrieval.get('loss', float('nan')):.4f})")
+                   f"loss {(result.retrieval or {}).get('loss', float('nan')):.4f})")

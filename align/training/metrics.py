@@ -8,22 +8,13 @@ the file stays standard JSON that any reader accepts.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from tokalign.align.formats import atomic
 
 
-def finite_or_none(value: Any) -> Any:
-    """``value`` with every non-finite float (NaN, inf) replaced by ``None``, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    return value
+finite_or_none = atomic.standard_json  # NaN/inf -> None, recursively: the file stays standard JSON
 
 
 class MetricsLog:
