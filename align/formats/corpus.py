@@ -62,7 +62,8 @@ def write_shard(folder: Path, name: str, image_tokens: np.ndarray, caption_ids: 
     atomic.write_text(folder / f"{name}.jsonl", lines)
     return {"name": name, "items": n, "caption_tokens": int(offsets[-1]),
             "bytes": (folder / f"{name}.safetensors").stat().st_size,
-            "text_bytes": (folder / f"{name}.jsonl").stat().st_size}
+            "text_bytes": (folder / f"{name}.jsonl").stat().st_size,
+            "max_token": int(tensors["image_tokens"].max()) if n else -1}
 
 
 class CorpusWriter:
@@ -200,6 +201,9 @@ class Corpus:
             mask = where == s
             shard = self._shards[s]
             out[mask] = shard.image_tokens[indices[mask] - shard.start]
+            if out[mask].size and int(out[mask].max()) >= self.codebook_size:  # a shard edited after its manifest
+                raise TokalignError(_beyond_codebook(self.root / SHARDS / f"{shard.name}.safetensors",
+                                                     int(out[mask].max()), self.codebook_size))
         return out
 
     def caption_ids(self, indices: Sequence[int] | np.ndarray) -> list[np.ndarray]:
@@ -276,6 +280,11 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def _beyond_codebook(path: Path, token: int, codebook_size: int) -> str:
+    return (f"corpus shard {path} holds image token id {token}, but the codebook has {codebook_size} entries: the "
+            "corpus was made with another image tokenizer; rebuild the corpus (or re-run its tokenize step with --resume)")
+
+
 def _open_shard(root: Path, entry: dict, start: int, tokens_per_image: int, codebook_size: int) -> _Shard:
     path = root / SHARDS / f"{entry['name']}.safetensors"
     fix = "rebuild the corpus (or re-run its tokenize step with --resume)"
@@ -295,9 +304,11 @@ def _open_shard(root: Path, entry: dict, start: int, tokens_per_image: int, code
     if offsets[0] != 0 or (n and bool((np.diff(offsets) < 0).any())):
         raise TokalignError(f"corpus shard {path} has damaged caption_offsets (not increasing from 0 to the caption "
                             f"length); {fix}")
-    if n and int(tokens.max()) >= codebook_size:
-        raise TokalignError(f"corpus shard {path} holds image token id {int(tokens.max())}, but the codebook has "
-                            f"{codebook_size} entries: the corpus was made with another image tokenizer; {fix}")
+    # the manifest records each shard's largest id, so opening stays O(manifest) at any corpus size (older
+    # manifests without it are scanned); Corpus.image_tokens checks every batch it reads, `corpus check` all
+    largest = int(entry["max_token"]) if isinstance(entry.get("max_token"), int) else (int(tokens.max()) if n else -1)
+    if largest >= codebook_size:
+        raise TokalignError(_beyond_codebook(path, largest, codebook_size))
     return _Shard(entry["name"], start, n, tokens, ids, offsets)
 
 

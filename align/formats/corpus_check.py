@@ -2,9 +2,10 @@
 
 Opening a corpus (:func:`tokalign.align.formats.corpus.open_corpus`) already checks the manifest, every
 shard's byte size, tensor shapes, ``caption_offsets`` (from 0, never decreasing, ending at the caption
-length) and image token ids against the codebook.  The check adds what opening leaves for later: each
-shard's ``.jsonl`` has one ``{"key", "caption"}`` line per item, caption ids lie inside the text
-tokenizer's vocabulary, and no caption is empty.
+length) and each shard's recorded largest image token id against the codebook.  The check adds what opening
+leaves for later: every image token id is read and checked against the codebook (a shard edited after its
+manifest), each shard's ``.jsonl`` has one ``{"key", "caption"}`` line per item, caption ids lie inside the
+text tokenizer's vocabulary, and no caption is empty.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def check_corpus(root: str | Path) -> dict[str, Any]:
         for line, record in enumerate(records, start=1):
             if not (isinstance(record, dict) and isinstance(record.get("key"), str) and isinstance(record.get("caption"), str)):
                 raise TokalignError(f"{path} line {line} is not a {{\"key\", \"caption\"}} record; {_FIX}")
+        if shard.items and int(shard.image_tokens.max()) >= corpus.codebook_size:
+            raise TokalignError(f"corpus shard {shard.name} holds image token id {int(shard.image_tokens.max())}, "
+                                f"beyond the codebook of {corpus.codebook_size}; {_FIX}")
         ids, offsets = np.asarray(shard.caption_ids), np.asarray(shard.caption_offsets)
         if shard.items and bool((np.diff(offsets) == 0).any()):
             item = int(np.flatnonzero(np.diff(offsets) == 0)[0])
