@@ -7,8 +7,7 @@ ever listing them.  ``config.json`` records the split as its scheme, seed and co
 held-out indices (:meth:`Split.record`); :func:`holdout_indices` reads that back, and also the plain index
 list older runs stored.
 
-:func:`holdout_split` is the earlier O(items) split (a full permutation), kept for the generator's own
-sequence split, which uses it.
+The generator's sequence split (:func:`tokalign.generate.sequences.dataset.split`) is this same split.
 """
 
 from __future__ import annotations
@@ -72,12 +71,3 @@ def holdout_indices(record: dict) -> np.ndarray:
 
 def _sha(indices: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(indices, dtype="<i8").tobytes()).hexdigest()
-
-
-def holdout_split(items: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training indices, held-out indices), both sorted; O(items). The generator's split (see module doc)."""
-    if holdout >= items:
-        raise TokalignError("the corpus holds no pairs; build it again from data that has some" if items == 0 else
-                            f"--holdout {holdout} leaves no training pairs in a corpus of {items}; lower --holdout")
-    order = np.random.default_rng([seed, 0x5EED]).permutation(items)
-    return np.sort(order[holdout:]), np.sort(order[:holdout])

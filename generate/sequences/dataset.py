@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from tokalign.align.errors import TokalignError
-from tokalign.align.fit.split import holdout_split
+from tokalign.align.fit.split import make_split
 from tokalign.generate.sequences.buckets import IGNORE, bucket_of
 from tokalign.generate.sequences.build import Sequences
 
@@ -34,8 +34,9 @@ _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def split(items: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training rows, held-out rows), sorted; seeded and the same for the same arguments."""
-    return holdout_split(items, holdout, seed)
+    """(training rows, held-out rows), sorted; seeded: the fit's split (:func:`tokalign.align.fit.split.make_split`)."""
+    chosen = make_split(items, holdout, seed)
+    return chosen.train_item(np.arange(chosen.train_items)), chosen.holdout
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

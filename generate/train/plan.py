@@ -1,7 +1,8 @@
 """Which sequences each process trains on at each step: a pure function of (seed, step), so resume is exact.
 
-The global batch of step ``s`` is a slice of a seeded permutation of the training items for epoch
-``s // steps_per_epoch``; process ``r`` of ``world`` takes the ``r``-th equal share of it, cut into micro-batches of
+The global batch of step ``s`` is a slice of a seeded bijection of the training items for epoch
+``s // steps_per_epoch`` (the fit's keyed permutation, :mod:`tokalign.align.fit.data_order`: O(batch) work per step,
+never a permutation of the whole split); process ``r`` of ``world`` takes the ``r``-th equal share of it, cut into micro-batches of
 at most ``micro_batch`` sequences. Every process therefore runs the same number of micro-batches, and the union
 over processes is the same global batch whatever the number of processes.
 """
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from tokalign.align.errors import TokalignError
+from tokalign.align.fit.data_order import permute, round_keys
+
+_ORDER_TAG = 0x6E4  # keeps the generator's data order apart from other streams seeded by the same --seed
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,9 @@ class StepPlan:
     def global_batch(self, step: int) -> np.ndarray:
         """Corpus indices of step ``step``'s global batch (0-based step)."""
         epoch, position = divmod(step, self.steps_per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.train_items)
-        return order[position * self.global_sequences:(position + 1) * self.global_sequences]
+        positions = np.arange(position * self.global_sequences, (position + 1) * self.global_sequences)
+        ranks = permute(positions, len(self.train_items), round_keys(self.seed, epoch, _ORDER_TAG))
+        return self.train_items[ranks]
 
     def local_micro_batches(self, step: int) -> list[np.ndarray]:
         """This process's share of the global batch, cut into micro-batches."""
