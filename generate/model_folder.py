@@ -7,6 +7,8 @@ the marker that makes it a tokalign generator::
     config.json, model.safetensors        AutoModelForCausalLM.from_pretrained(folder) loads it
     tokenizer.json, tokenizer_config.json the LM's tokenizer + <doc> </doc> <text> </text> <image> </image> <pad>
     generation_config.json                pad/bos/eos ids and the layout under "tokalign_layout"
+    .tokalign.json                        the shared output marker (kind "generator-model"): no other command
+                                          writes a file in here
     tokalign_generator.json               this module's record (below); written last
 
 The record: ``format``/``version``; ``layout`` (:class:`~tokalign.align.formats.generator_init.VocabLayout`

@@ -44,11 +44,12 @@ MARKER = ".tokalign.json"
 MARKER_FORMAT = "tokalign-output"
 LOCK = ".tokalign.lock"
 FIT_RUN, CORPUS, REPORT, DECODE = "fit-run", "corpus", "report", "decode"
+GENERATOR_MODEL = "generator-model"  # a saved generator folder (everything inside is its own)
 INTERNAL = (MARKER, LOCK)  # files that never make a folder "non-empty" on their own
 # names each kind owns inside its folder (a file output may not land on them); None = everything inside
 OWNED_NAMES: dict[str, frozenset[str] | None] = {
     FIT_RUN: frozenset({"config.json", "metrics.jsonl", "checkpoints", "lm", "table.safetensors", "eval.json",
-                        "summary.json", "report"}),
+                        "summary.json", "report", "caption_ids"}),
     CORPUS: frozenset({"manifest.json", "shards", "skipped.jsonl", "adjusted.jsonl", "image_tokenizer.safetensors",
                        "tokenize.json"}),
     REPORT: None,
@@ -116,6 +117,8 @@ def folder_kind(folder: Path) -> str | None:
         return REPORT
     if _json_field(folder / "run.json", "format") == "tokalign-generator-run":
         return "generator-run"
+    if _json_field(folder / "tokalign_generator.json", "format") == "tokalign-generator":
+        return GENERATOR_MODEL
     return None
 
 

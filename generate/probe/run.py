@@ -48,7 +48,7 @@ def run_probe(config: ProbeConfig) -> ProbeResult:
     record = read_record(config.model)
     text = _held_out(config)
     spec = _base_spec(config, record)
-    _check_out(config.out_dir, config.model)
+    _check_out(config.out_dir, config.model, clip=config.clip_model is not None)
     from tokalign.generate.probe.init_rows import check_source
 
     check_source(record, config.init_from)
@@ -185,13 +185,16 @@ def _base_spec(config: ProbeConfig, record: GeneratorRecord) -> str:
 PROBE_KIND = "generator-probe"
 
 
-def _check_out(out: Path, model: Path) -> None:
-    """The shared output rule: a new, empty or earlier probe folder, never the model folder itself."""
+def _check_out(out: Path, model: Path, *, clip: bool) -> None:
+    """The shared output rule, before any slow work: a new, empty or earlier probe folder (and, for the CLIP
+    score, samples folder), never the model folder itself."""
     from tokalign.align.formats.outputs import claim_output_dir
+    from tokalign.generate.probe.clip_samples import SAMPLES
+    from tokalign.generate.sample.output import KIND as SAMPLES_KIND
 
-    if out.exists() and not out.is_dir():
-        raise TokalignError(f"--out {out} is a file; pass a folder for probe.json and probe.md")
     claim_output_dir(out, PROBE_KIND, keep=(Path(model),))
+    if clip:
+        claim_output_dir(out / SAMPLES, SAMPLES_KIND, keep=(Path(model),))
 
 
 def _text_ids(tokenizer, text: str, record: GeneratorRecord, limit: int) -> list[int]:

@@ -33,11 +33,14 @@ COLUMNS = 8
 KIND = "generator-samples"
 
 
-def check_out(out: Path, model: Path) -> None:
-    """Refuse an ``out`` that holds anything but an earlier sample run (or is, or lies inside, the model)."""
+def check_out(out: Path, model: Path, corpus: Path) -> None:
+    """Refuse an ``out`` that holds anything but an earlier sample run, is (or holds) the model, or touches the corpus.
+
+    A folder inside the model is allowed: the probe samples into ``MODEL/probe/samples`` by default.
+    """
     from tokalign.align.formats.outputs import claim_output_dir
 
-    claim_output_dir(Path(out), KIND, inputs=(Path(model),))
+    claim_output_dir(Path(out), KIND, inputs=(Path(corpus),), keep=(Path(model),))
 
 
 def write_tokens(folder: Path, image_tokens: np.ndarray, prompt_index: np.ndarray, sample_index: np.ndarray) -> Path:

@@ -58,10 +58,10 @@ def sample_images(config: SampleConfig) -> SampleResult:
     started = time.perf_counter()
     record = read_record(config.model)
     check_request(config, record)
-    output.check_out(config.out, config.model)
     from tokalign.generate.sample.loading import corpus_for_decoding, load_generator, resolve_device
 
     corpus = corpus_for_decoding(record, config.corpus)
+    output.check_out(config.out, config.model, corpus)  # before any model load or sampling
     loaded = load_generator(config.model, config.device, config.dtype)
     tokens, prompt_index, sample_index, seeds, seconds = _sample_all(config, loaded)
     result = _write(config, record, corpus, resolve_device(config.device), tokens, prompt_index, sample_index, seeds,

@@ -14,7 +14,7 @@ import copy
 import logging
 from pathlib import Path
 
-from tokalign.align.formats import atomic
+from tokalign.align.formats import atomic, outputs
 from tokalign.align.formats.generator_init import SPECIAL_TOKENS, VocabLayout
 from tokalign.generate.model_folder import GeneratorRecord, write_record
 
@@ -87,6 +87,7 @@ def save_model_folder(folder: Path, model, tokenizer, layout: VocabLayout, recor
         with atomic.atomic_dir(folder) as tmp:
             model.save_pretrained(tmp, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
+            outputs.write_marker(tmp, outputs.GENERATOR_MODEL)  # the shared rule: no other writer lands in here
             write_record(tmp, record)
     finally:
         if bars:

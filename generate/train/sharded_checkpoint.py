@@ -10,11 +10,11 @@ Written for multi-GPU FSDP; this workplace's CPU machines cannot run FSDP, so it
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from tokalign.align.formats import atomic
 from tokalign.align.training.checkpoint import list_checkpoints
 
 TRAINER = "trainer.json"
@@ -22,7 +22,8 @@ TRAINER = "trainer.json"
 
 def save_sharded(accelerator, folder: Path, step: int, info: dict[str, Any], keep: int) -> Path:
     """Collective: every process calls it. Returns the ``step_N`` folder."""
-    target, tmp = folder / f"step_{step}", folder / f".step_{step}.tmp"
+    # one temp name every process agrees on, in atomic.py's temp pattern so a killed run's leftover is cleaned
+    target, tmp = folder / f"step_{step}", folder / f".step_{step}.fsdpsave.tmp"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -31,9 +32,7 @@ def save_sharded(accelerator, folder: Path, step: int, info: dict[str, Any], kee
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / TRAINER).write_text(json.dumps(dict(info, step=step), indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        atomic.commit_dir(tmp, target)
         for old in list_checkpoints(folder)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

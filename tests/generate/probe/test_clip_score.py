@@ -51,3 +51,19 @@ def test_held_out_captions_follow_the_trainers_split(good_generator, tmp_path):
     assert where["held_out"] is True and where["indices"] == split(6, 3, 5)[1][:2].tolist() and len(captions) == 2
     captions, where = held_out_captions(good_generator, record, 2)
     assert where["held_out"] is False and where["indices"] == [4, 5]
+
+
+def test_the_clip_probe_writes_its_samples_inside_the_model_by_default(good_generator, clip_folder, tmp_path):
+    import shutil
+
+    from tokalign.generate.probe.config import ProbeConfig
+    from tokalign.generate.probe.run import run_probe
+
+    model = tmp_path / "model"
+    shutil.copytree(good_generator, model)
+    text = tmp_path / "text.txt"
+    text.write_text("the cat sat on the mat . the dog sat on the log .", encoding="utf-8")
+    config = ProbeConfig(model=model, clip_model=clip_folder, clip_samples=1, text_file=text, max_new_tokens=2, k=3,
+                         device="cpu", progress=False)
+    assert run_probe(config).report["image_quality"]["pairs"] == 1
+    assert len(list((model / "probe" / "samples" / "images").glob("*.png"))) == 1

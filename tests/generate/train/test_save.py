@@ -60,3 +60,16 @@ def test_the_original_tokenizer_is_left_unchanged(make_config, accelerator, tmp_
     before = len(prepared.tokenizer)
     save_model_folder(tmp_path / "m", prepared.finalize(prepared.model), prepared.tokenizer, prepared.layout, prepared.record)
     assert len(prepared.tokenizer) == before
+
+
+def test_no_other_writer_may_put_a_file_into_a_saved_model_folder(make_config, accelerator, tmp_path):
+    from tokalign.align.errors import TokalignError
+    from tokalign.align.formats import outputs
+
+    prepared = prepare(make_config(), accelerator)
+    folder = save_model_folder(tmp_path / "m", prepared.finalize(prepared.model), prepared.tokenizer, prepared.layout,
+                               prepared.record)
+    assert outputs.folder_kind(folder) == outputs.GENERATOR_MODEL
+    weights = next(folder.glob("*.safetensors"))
+    with pytest.raises(TokalignError, match="generator-model"):
+        outputs.check_output_file(weights, "tokalign-generator-init")  # e.g. `export --out MODEL/model.safetensors`
