@@ -81,8 +81,10 @@ def _key_of(corpus):
 
 
 def _cache_meta(corpus, lm) -> dict:
+    from tokalign.align.formats.corpus import corpus_fingerprint
+
     return {"tokenizer_sha256": tokenizer_fingerprint(lm.tokenizer), "lm": lm.spec, "items": corpus.items,
-            "shards": [[s["name"], s["items"], s.get("text_bytes")] for s in corpus.manifest["shards"]]}
+            "corpus_text_sha256": corpus_fingerprint(corpus)["text"]}
 
 
 def _read_meta(folder: Path) -> dict:

@@ -5,9 +5,8 @@
   all-NaN table.
 * :func:`clamp_logit_scale_` keeps the learnable logit scale in open_clip's range ``[0, ln 100]`` on both
   sides (temperature between 0.01 and 1); from above only, a large learning rate drives it down without bound.
-* :func:`corpus_fingerprint` identifies a corpus beyond its size and tokenizers: a digest of its manifest's
-  shard entries (names, item counts, byte sizes), of its ``.jsonl`` text (the item keys and captions) and of a
-  strided sample of its image tokens.  The run records it in ``config.json``; :func:`check_corpus_fingerprint`
+* :func:`~tokalign.align.formats.corpus.corpus_fingerprint` (owned by the corpus format) identifies a corpus
+  beyond its size and tokenizers.  The run records it in ``config.json``; :func:`check_corpus_fingerprint`
   refuses ``--resume`` on another corpus (a run without one, from an older tokalign, is not checked).
 * :func:`carry_final_figures`: a run killed after its last checkpoint but before ``summary.json`` resumes with
   no step left to train; its final loss and throughput are then carried from the last ``metrics.jsonl`` row,
@@ -17,15 +16,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from tokalign.align.errors import TokalignError
+from tokalign.align.formats.corpus import corpus_fingerprint  # noqa: F401  (the format owns it)
 from tokalign.align.formats.faults import crash_point
 
 MIN_LOGIT_SCALE = 0.0
@@ -57,41 +55,6 @@ def clamp_logit_scale_(logit_scale: Any, maximum: float, minimum: float = MIN_LO
 
 
 # ------------------------------------------------------------------ the corpus fingerprint
-def _text_digest(corpus) -> str:
-    digest = hashlib.sha256()
-    for entry in corpus.manifest["shards"]:
-        path = Path(corpus.root) / "shards" / f"{entry['name']}.jsonl"
-        try:
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-        except OSError as exc:
-            raise TokalignError(f"corpus captions file {path} is unreadable ({exc.strerror}); rebuild the corpus") from None
-    return digest.hexdigest()
-
-
-def _token_digest(corpus, rows_per_shard: int = 64) -> str:
-    digest = hashlib.sha256()
-    for start, tokens in corpus.iter_shards():
-        stride = max(1, len(tokens) // rows_per_shard)
-        digest.update(f"{start}:{len(tokens)};".encode())
-        digest.update(np.ascontiguousarray(tokens[::stride]).tobytes())
-    return digest.hexdigest()
-
-
-def corpus_fingerprint(corpus) -> dict[str, str]:
-    """{"shards", "text", "tokens"} sha256 digests identifying ``corpus`` (computed once per opened corpus)."""
-    cached = getattr(corpus, "_tokalign_fingerprint", None)
-    if cached is not None:
-        return cached
-    entries = [[s.get("name"), s.get("items"), s.get("caption_tokens"), s.get("bytes"), s.get("text_bytes")]
-               for s in corpus.manifest["shards"]]
-    fingerprint = {"shards": hashlib.sha256(json.dumps(entries).encode()).hexdigest(),
-                   "text": _text_digest(corpus), "tokens": _token_digest(corpus)}
-    corpus._tokalign_fingerprint = fingerprint
-    return fingerprint
-
-
 def check_corpus_fingerprint(saved: dict, corpus, fix: str) -> None:
     """Refuse to resume on a corpus whose fingerprint differs from the one ``config.json`` recorded."""
     recorded = (saved.get("corpus") or {}).get("fingerprint")

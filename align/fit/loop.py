@@ -97,9 +97,9 @@ def _fit(config: FitConfig) -> FitResult:
         log.info("%s already finished all %d steps; nothing to resume", config.run_dir, config.steps)
         return done
     lm = load_frozen_lm(config.lm, config.cache_root)
-    captions = _open_captions(config, accelerator, corpus, lm, tokenize_captions)
-    if resume_from is not None:
+    if resume_from is not None:  # before the caption cache, which another LM or corpus would rebuild
         _check_resume_identity(config, corpus, lm)
+    captions = _open_captions(config, accelerator, corpus, lm, tokenize_captions)
     embeddings = lm.embeddings.to(accelerator.device)
     heldout = None
     if len(split.holdout):

@@ -34,10 +34,6 @@ class ImageTokenTable(nn.Module):
         """Normalized image vectors for a batch of bags, and the logit scale."""
         return normalize(image_vectors(self.weight, bags)), self.logit_scale
 
-    @torch.no_grad()
-    def clamp_logit_scale_(self, maximum: float) -> None:
-        self.logit_scale.clamp_(min=0.0, max=maximum)  # open_clip's range on both sides (guards.py)
-
 
 def save_table(path: str | os.PathLike, weight: torch.Tensor, logit_scale: float, metadata: dict[str, Any]) -> None:
     tensors = {"image_embeddings": weight.detach().float().cpu().contiguous(),

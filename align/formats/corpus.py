@@ -23,6 +23,7 @@ its manifest, and memory does not grow with the corpus size.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -60,10 +61,11 @@ def write_shard(folder: Path, name: str, image_tokens: np.ndarray, caption_ids: 
     atomic.save_safetensors(folder / f"{name}.safetensors", tensors, {"format": FORMAT, "version": str(VERSION)})
     lines = "".join(json.dumps({"key": k, "caption": c}, ensure_ascii=False) + "\n" for k, c in zip(keys, captions))
     atomic.write_text(folder / f"{name}.jsonl", lines)
+    text_sha256 = hashlib.sha256(lines.encode("utf-8")).hexdigest()
     return {"name": name, "items": n, "caption_tokens": int(offsets[-1]),
             "bytes": (folder / f"{name}.safetensors").stat().st_size,
             "text_bytes": (folder / f"{name}.jsonl").stat().st_size,
-            "max_token": int(tensors["image_tokens"].max()) if n else -1}
+            "max_token": int(tensors["image_tokens"].max()) if n else -1, "text_sha256": text_sha256}
 
 
 class CorpusWriter:
@@ -160,6 +162,7 @@ class Corpus:
         self.root, self.manifest, self._shards = root, manifest, shards
         self._starts = np.array([s.start for s in shards] + [manifest["items"]], dtype=np.int64)
         self._texts: dict[str, list[dict]] = {}
+        self._fingerprint: dict[str, str] | None = None
 
     # ---- identity
     @property
@@ -336,3 +339,46 @@ def open_corpus(root: str | os.PathLike) -> Corpus:
     if start != manifest["items"]:
         raise TokalignError(f"{root / MANIFEST} counts {manifest['items']} items but its shards hold {start}; rebuild the corpus")
     return Corpus(root, manifest, shards)
+
+
+# --------------------------------------------------------------------- identity
+def corpus_fingerprint(corpus: Corpus) -> dict[str, str]:
+    """``{"shards", "text", "tokens"}`` sha256 digests that identify a corpus beyond its size and tokenizers.
+
+    ``shards``: the manifest's shard entries; ``text``: every shard's ``.jsonl`` (keys and captions), from the
+    ``text_sha256`` each shard entry records when it was written (O(manifest)), else streamed from the files
+    (corpora written before that field); ``tokens``: a strided sample of at most 64 image-token rows per shard.
+    Computed once per opened corpus. What ``fit --resume`` and the generator's sequences compare.
+    """
+    if corpus._fingerprint is None:
+        entries = [[s.get("name"), s.get("items"), s.get("caption_tokens"), s.get("bytes"), s.get("text_bytes")]
+                   for s in corpus.manifest["shards"]]
+        corpus._fingerprint = {"shards": hashlib.sha256(json.dumps(entries).encode()).hexdigest(),
+                               "text": _text_digest(corpus), "tokens": _token_digest(corpus)}
+    return corpus._fingerprint
+
+
+def _text_digest(corpus: Corpus) -> str:
+    digest = hashlib.sha256()
+    recorded = [s.get("text_sha256") for s in corpus.manifest["shards"]]
+    if all(isinstance(r, str) for r in recorded):
+        digest.update(("recorded:" + ",".join(recorded)).encode())
+        return digest.hexdigest()
+    for entry in corpus.manifest["shards"]:
+        path = Path(corpus.root) / SHARDS / f"{entry['name']}.jsonl"
+        try:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise TokalignError(f"corpus captions file {path} is unreadable ({exc.strerror}); rebuild the corpus") from None
+    return digest.hexdigest()
+
+
+def _token_digest(corpus: Corpus, rows_per_shard: int = 64) -> str:
+    digest = hashlib.sha256()
+    for start, tokens in corpus.iter_shards():
+        stride = max(1, len(tokens) // rows_per_shard)
+        digest.update(f"{start}:{len(tokens)};".encode())
+        digest.update(np.ascontiguousarray(tokens[::stride]).tobytes())
+    return digest.hexdigest()

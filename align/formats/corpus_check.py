@@ -10,6 +10,7 @@ text tokenizer's vocabulary, and no caption is empty.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,10 @@ def check_corpus(root: str | Path) -> dict[str, Any]:
     for shard in corpus._shards:
         records = corpus.records(np.arange(shard.start, shard.start + shard.items))
         path = Path(corpus.root) / SHARDS / f"{shard.name}.jsonl"
+        recorded = _entry(corpus, shard.name).get("text_sha256")
+        if isinstance(recorded, str) and hashlib.sha256(path.read_bytes()).hexdigest() != recorded:
+            raise TokalignError(f"{path} does not match the text_sha256 its manifest entry records (edited or "
+                                f"damaged); {_FIX}")
         for line, record in enumerate(records, start=1):
             if not (isinstance(record, dict) and isinstance(record.get("key"), str) and isinstance(record.get("caption"), str)):
                 raise TokalignError(f"{path} line {line} is not a {{\"key\", \"caption\"}} record; {_FIX}")
@@ -45,3 +50,7 @@ def check_corpus(root: str | Path) -> dict[str, Any]:
         corpus._texts.clear()  # one shard's text in memory at a time
     return {"root": str(corpus.root), "items": corpus.items, "shards": len(corpus._shards), "caption_tokens": tokens,
             "codebook_size": corpus.codebook_size}
+
+
+def _entry(corpus, name: str) -> dict:
+    return next((s for s in corpus.manifest["shards"] if s.get("name") == name), {})

@@ -21,7 +21,6 @@ record matches and refuses it otherwise)::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import numpy as np
 
 from tokalign.align.errors import TokalignError
 from tokalign.align.formats import atomic
-from tokalign.align.formats.corpus import MANIFEST, Corpus, open_corpus
+from tokalign.align.formats.corpus import Corpus, open_corpus
 from tokalign.align.formats.generator_init import VocabLayout
 from tokalign.align.training.progress import progress_bar
 from tokalign.generate.model_folder import MODES
@@ -88,9 +87,10 @@ class Sequences:
 
 
 def corpus_fingerprint(corpus: Corpus) -> dict[str, Any]:
-    """What identifies a corpus: its resolved path, item count and the sha256 of its manifest."""
-    digest = hashlib.sha256((Path(corpus.root) / MANIFEST).read_bytes()).hexdigest()
-    return {"path": str(Path(corpus.root).resolve()), "items": corpus.items, "manifest_sha256": digest}
+    """What identifies a corpus here: its resolved path, item count and the format's fingerprint."""
+    from tokalign.align.formats.corpus import corpus_fingerprint as fingerprint
+
+    return {"path": str(Path(corpus.root).resolve()), "items": corpus.items, **fingerprint(corpus)}
 
 
 def build_sequences(corpus: Corpus | str | os.PathLike, out: str | os.PathLike, layout: VocabLayout, *,

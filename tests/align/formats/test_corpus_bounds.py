@@ -50,3 +50,16 @@ def test_a_legacy_manifest_without_the_field_is_scanned_at_open(synthetic_corpus
     (root / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(TokalignError, match="8 entries"):
         open_corpus(root)
+
+
+def test_the_fingerprint_follows_the_recorded_text_hashes_and_the_check_verifies_them(synthetic_corpus):
+    from tokalign.align.formats.corpus import corpus_fingerprint
+
+    root = synthetic_corpus()
+    first = corpus_fingerprint(open_corpus(root))
+    assert corpus_fingerprint(open_corpus(root)) == first  # stable across opens
+    check_corpus(root)
+    path = root / SHARDS / "shard-00000.jsonl"
+    path.write_text(path.read_text().replace("item-0", "item-X", 1))  # same length: only the hash can tell
+    with pytest.raises(TokalignError, match="text_sha256"):
+        check_corpus(root)
