@@ -110,6 +110,8 @@ def as_os_error(exc: BaseException, path: str | os.PathLike) -> OSError | None:
     """An ``OSError`` for a library error that wraps one (safetensors' ``IoError(Os { code: 28 ...})``), else None."""
     if isinstance(exc, OSError):
         return exc
+    if not type(exc).__module__.startswith("safetensors"):  # only a wrapper of an OS error, never any text
+        return None
     match = _OS_ERROR.search(str(exc))
     if match is None:
         return None

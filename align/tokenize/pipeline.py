@@ -79,14 +79,19 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeResult:
     lm = load_frozen_lm(config.lm, config.cache_root)
     if tokenizer is not None and config.image_tokenizer == "pretokenized":
         _preflight_tokens(source, parts, tokenizer)
-    with writing_folder(config.out, outputs.CORPUS, what="tokenize", inputs=_local_inputs(config), subfolders=(SHARDS,)):
+    with writing_folder(config.out, outputs.CORPUS, what="tokenize", inputs=_local_inputs(config, parts), subfolders=(SHARDS,)):
         return _tokenize(config, source, parts, tokenizer, lm, text_tokenizer_identity(lm))
 
 
-def _local_inputs(config: TokenizeConfig) -> tuple[Path, ...]:
-    """The input paths --out must keep clear of (a local file or folder)."""
-    given = Path(str(config.source.input))
-    return (given,) if given.exists() else ()
+def _local_inputs(config: TokenizeConfig, parts: list[Part]) -> tuple[Path, ...]:
+    """Every local input path --out must keep clear of: the --input path, each part's local file (a brace
+    pattern or glob names no single path) and the --captions file."""
+    from tokalign.align.sources.spec import is_remote
+
+    candidates = [str(config.source.input), config.source.captions_file]
+    candidates += [p.locator for p in parts if isinstance(p.locator, (str, Path))]
+    found = {Path(c) for c in candidates if c and not is_remote(str(c)) and Path(c).exists()}
+    return tuple(sorted(found))
 
 
 def _tokenize(config: TokenizeConfig, source, parts: list[Part], tokenizer, lm, text_identity: dict) -> TokenizeResult:

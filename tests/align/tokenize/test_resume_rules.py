@@ -65,3 +65,35 @@ def test_a_second_writer_of_the_same_folder_is_refused(capsys, tiny_lm, lm_cache
                        lm_cache, "--no-progress")
     assert "being written by another tokalign process" in line
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_force_never_deletes_the_input_when_it_lies_inside_the_corpus_folder(tmp_path, tiny_lm, lm_cache):
+    """A brace pattern names no single path; its tar files are inputs all the same and --out must keep clear."""
+    from wds_fixtures import make_shards
+
+    from tokalign.align.errors import TokalignError
+    from tokalign.align.formats.corpus import write_manifest
+    from tokalign.align.sources.spec import SourceSpec
+    from tokalign.align.tokenize.config import TokenizeConfig
+    from tokalign.align.tokenize.pipeline import tokenize_corpus
+
+    out = tmp_path / "C"
+    pattern, _ = make_shards(out / "raw", n_shards=2, per_shard=2, seed=3, defects=False)
+    write_manifest(out, shards=[], tokens_per_image=1024, image_tokenizer={"codebook_size": 64},
+                   text_tokenizer={})  # an (empty) corpus of ours, so the folder itself may be rebuilt
+    tars = sorted((out / "raw").glob("*.tar"))
+    before = {p: p.read_bytes() for p in tars}
+    config = TokenizeConfig(source=SourceSpec(input=pattern), out=out, image_tokenizer="kmeans", fit_codebook=True,
+                            codebook_size=16, codebook_images=4, lm=tiny_lm, cache_root=lm_cache, workers=0,
+                            force=True, progress=False)
+    with pytest.raises(TokalignError, match="input"):
+        tokenize_corpus(config)
+    assert {p: p.read_bytes() for p in tars} == before
+
+
+def test_a_library_error_that_merely_mentions_a_code_stays_what_it_is(tmp_path):
+    from tokalign.align.formats import atomic
+
+    with pytest.raises(RuntimeError, match="error code: 2"):
+        with atomic.atomic_dir(tmp_path / "out"):
+            raise RuntimeError("CUDA kernel failed (error code: 2)")
