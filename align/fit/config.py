@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokalign.align.defaults import DEFAULT_LM, INIT_LOGIT_SCALE, MAX_LOGIT_SCALE
 from tokalign.align.errors import TokalignError
 from tokalign.align.training.accelerator import DEVICES
+from tokalign.align.training.seeds import check_seed
+from tokalign.align.training.settings import check_adamw, nonnegative_int, positive_int
+from tokalign.align.training.settings import option_help as _help
 
 
 @dataclass(frozen=True)
@@ -23,29 +25,35 @@ class FitConfig:
     four per run, see :attr:`eval_interval`; 0: none but the final one).
     """
 
-    corpus: Path
-    run_dir: Path
-    lm: str = DEFAULT_LM
-    steps: int = 1000
-    batch_size: int = 1024
-    lr: float = 5e-2
-    warmup_steps: int = 40
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.0
+    corpus: Path = field(metadata=_help("Corpus folder (see the corpus format in README.md; `tokalign demo-corpus` "
+                                       "builds one)."))
+    run_dir: Path = field(metadata=_help("Run folder to write (or continue with --resume)."))
+    lm: str = field(default=DEFAULT_LM, metadata=_help("Frozen LM: the default alias, an HF model id, a local folder "
+                                                       "or a .gguf file."))
+    steps: int = field(default=1000, metadata=_help("Optimizer steps."))
+    batch_size: int = field(default=1024, metadata=_help("Pairs per global batch (split across processes)."))
+    lr: float = field(default=5e-2, metadata=_help("Peak learning rate (AdamW)."))
+    warmup_steps: int = field(default=40, metadata=_help("Linear warm-up steps before the cosine decay."))
+    min_lr_ratio: float = field(default=0.05, metadata=_help("Cosine floor as a fraction of the peak."))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay on the table."))
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     init_logit_scale: float = INIT_LOGIT_SCALE
     max_logit_scale: float = MAX_LOGIT_SCALE
-    holdout: int = 1024
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int | None = None
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 2
-    device: str = "auto"
-    resume: bool = False
-    stop_after: int | None = None
-    cache_root: Path | None = None
+    holdout: int = field(default=1024, metadata=_help("Pairs held out for retrieval evaluation."))
+    seed: int = field(default=0, metadata=_help("Seed of the initialization, split and data order."))
+    log_every: int = field(default=10, metadata=_help("Steps between metrics.jsonl rows."))
+    eval_every: int | None = field(default=None, metadata=_help(
+        "Steps between held-out loss/recall evaluations written to metrics.jsonl; 0: only the final one "
+        "[default: steps // 4]."))
+    checkpoint_every: int = field(default=250, metadata=_help("Steps between checkpoints."))
+    keep_checkpoints: int = field(default=2, metadata=_help("How many recent checkpoints to keep."))
+    device: str = field(default="auto", metadata=_help("Where to train (multi-process: `accelerate launch`)."))
+    resume: bool = field(default=False, metadata=_help("Continue the run in --run from its last checkpoint."))
+    stop_after: int | None = field(default=None, metadata=_help(
+        "End this invocation after N steps (checkpointed), e.g. on time-limited jobs."))
+    cache_root: Path | None = field(default=None, metadata=_help(
+        "Cache for derived LM weights [default: $TOKALIGN_CACHE or ~/.cache/tokalign]."))
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -53,19 +61,14 @@ class FitConfig:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
         if self.cache_root is not None:
             object.__setattr__(self, "cache_root", Path(self.cache_root))
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         _positive_int(self, "steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints")
-        _nonnegative_int(self, "warmup_steps", "holdout", "seed")
+        _nonnegative_int(self, "holdout")
+        check_seed(self.seed)
         if self.batch_size < 2:
             raise TokalignError(f"--batch-size {self.batch_size} is too small: a contrastive batch needs at least 2 pairs")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise TokalignError(f"--lr {self.lr} must be a positive number")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise TokalignError(f"--min-lr-ratio {self.min_lr_ratio} must lie in [0, 1]")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise TokalignError(f"--weight-decay {self.weight_decay} must be a finite number >= 0")
-        if not all(0 <= b < 1 for b in self.betas) or self.eps <= 0:
-            raise TokalignError("AdamW betas must lie in [0, 1) and eps must be > 0")
+        object.__setattr__(self, "betas", check_adamw(lr=self.lr, warmup_steps=self.warmup_steps,
+                                                      min_lr_ratio=self.min_lr_ratio, weight_decay=self.weight_decay,
+                                                      betas=self.betas, eps=self.eps))
         if self.init_logit_scale > self.max_logit_scale:
             raise TokalignError(f"initial logit scale {self.init_logit_scale:.3f} exceeds its clamp {self.max_logit_scale:.3f}")
         if self.device not in DEVICES:
@@ -101,13 +104,9 @@ class FitConfig:
 
 def _positive_int(cfg: FitConfig, *names: str) -> None:
     for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or value < 1:
-            raise TokalignError(f"--{name.replace('_', '-')} {value!r} must be a positive integer")
+        positive_int(f"--{name.replace('_', '-')}", getattr(cfg, name))
 
 
 def _nonnegative_int(cfg: FitConfig, *names: str) -> None:
     for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or value < 0:
-            raise TokalignError(f"--{name.replace('_', '-')} {value!r} must be a non-negative integer")
+        nonnegative_int(f"--{name.replace('_', '-')}", getattr(cfg, name))

@@ -3,7 +3,8 @@
 By id, under a :class:`~tokalign.align.formats.generator_init.VocabLayout`: ids below ``text_rows`` are
 ``text`` (caption tokens), the codebook ids are ``image``, the structure tokens ``<doc> </doc> <text> </text>
 <image> </image>`` are ``structure``; ``<pad>``, padding rows and anything out of range are ``-1`` and never
-targets. The order matches :data:`tokalign.generate.train.loss.BUCKETS`. Works on numpy arrays and torch tensors.
+targets. :data:`BUCKET_NAMES` is the one list of bucket names, in id order; the loss
+(:mod:`tokalign.generate.train.loss`) sums per bucket in it. Works on numpy arrays and torch tensors.
 """
 
 from __future__ import annotations

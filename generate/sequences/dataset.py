@@ -26,11 +26,11 @@ import torch
 
 from tokalign.align.errors import TokalignError
 from tokalign.align.fit.split import make_split
+from tokalign.align.training.seeds import splitmix64
 from tokalign.generate.sequences.buckets import IGNORE, bucket_of
 from tokalign.generate.sequences.build import Sequences
 
 IGNORE_INDEX = -100
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def split(items: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,22 +39,14 @@ def split(items: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return chosen.train_item(np.arange(chosen.train_items)), chosen.holdout
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer on uint64 arrays (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
 def dropped(seed: int, epoch: int, rows: Seq[int] | np.ndarray, p: float) -> np.ndarray:
     """Bool per corpus row: is its caption dropped in ``epoch``? A pure function of (seed, epoch, row)."""
     rows = np.asarray(rows, dtype=np.uint64)
     if p <= 0:
         return np.zeros(rows.shape, dtype=bool)
-    key = _mix(_mix(np.full(rows.shape, int(seed) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)) ^ np.uint64(int(epoch)))
-    uniform = (_mix(key ^ rows) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    seeds = np.full(rows.shape, int(seed) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
+    key = splitmix64(splitmix64(seeds) ^ np.uint64(int(epoch)))
+    uniform = (splitmix64(key ^ rows) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
     return uniform < p
 
 

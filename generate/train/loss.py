@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-BUCKETS = ("text", "image", "structure")
-IGNORE = -1
+from tokalign.generate.sequences.buckets import BUCKET_NAMES as BUCKETS, IGNORE  # noqa: F401  (one definition)
 
 
 @dataclass

@@ -15,8 +15,7 @@ import numpy as np
 
 from tokalign.align.errors import TokalignError
 from tokalign.align.fit.data_order import permute, round_keys
-
-_ORDER_TAG = 0x6E4  # keeps the generator's data order apart from other streams seeded by the same --seed
+from tokalign.align.training.seeds import GENERATOR_TAG
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class StepPlan:
         """Corpus indices of step ``step``'s global batch (0-based step)."""
         epoch, position = divmod(step, self.steps_per_epoch)
         positions = np.arange(position * self.global_sequences, (position + 1) * self.global_sequences)
-        ranks = permute(positions, len(self.train_items), round_keys(self.seed, epoch, _ORDER_TAG))
+        ranks = permute(positions, len(self.train_items), round_keys(self.seed, epoch, GENERATOR_TAG))
         return self.train_items[ranks]
 
     def local_micro_batches(self, step: int) -> list[np.ndarray]:

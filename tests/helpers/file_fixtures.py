@@ -1,6 +1,6 @@
 """Builders of small image-caption inputs in the folder, parquet, saved-dataset and npy formats, for tests.
 
-Images are 256 x 256 shape scenes (``tokalign.align.shapes``) with their real
+Images are 256 x 256 shape scenes (``tokalign.align.sources.shapes``) with their real
 captions, encoded as PNG or JPEG with PIL.  Each builder returns what the
 full ``tokalign tokenize`` pipeline must make of its input, as ``expected``::
 

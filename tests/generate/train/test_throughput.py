@@ -19,7 +19,7 @@ def test_flops_per_token_counts_the_expanded_head_and_attention():
     total = sum(p.numel() for p in model.parameters())  # tied: the table once
     assert shape.output_params == 128 * 32 and shape.non_embedding_params == total - 128 * 32
     assert shape.flops_per_token(64) == 6 * total + 12 * 2 * 32 * 64
-    # the SmolLM2-135M shape with the 65,600-row vocabulary at 1,152: about 1.1 GFLOP per token (DESIGN.md 7)
+    # the SmolLM2-135M shape with the 65,600-row vocabulary at 1,152: about 1.1 GFLOP per token
     smol = ModelShape(non_embedding_params=30 * (4 * 576 * 576 * 2 // 3 + 3 * 576 * 1536) + 61 * 576,
                       output_params=65600 * 576, layers=30, d_model=576)
     assert smol.flops_per_token(1152) == pytest.approx(1.1e9, rel=0.1)
