@@ -60,11 +60,13 @@ def format_neighbors(result) -> list[str]:
 @click.option("--rescale", type=click.Choice(RESCALE_MODES), default="global", show_default=True,
               help="generator-init: scale the whole table to the LM's mean row norm (keeps what the fit learned), or each row.")
 @click.option("--seed", type=int, default=0, show_default=True, help="generator-init: seed of the special-token rows.")
-def export(run_dir, target, out, rescale, seed) -> None:
+@click.option("--force", is_flag=True, help="Replace an existing --out file that tokalign did not write (an earlier "
+              "export of the same target is always replaced).")
+def export(run_dir, target, out, rescale, seed, force) -> None:
     """Export a fitted run, e.g. the rows that initialize a text-to-image generator (--to generator-init)."""
     from tokalign.align.fit.export import ExportConfig, export_run
 
-    result = export_run(ExportConfig(run=run_dir, out=out, target=target, rescale=rescale, seed=seed))
+    result = export_run(ExportConfig(run=run_dir, out=out, target=target, rescale=rescale, seed=seed, force=force))
     click.echo(f"wrote {result.out} ({result.target})")
     if result.target == "generator-init":
         for line in format_generator_init(result.metadata):

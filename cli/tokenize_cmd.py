@@ -71,6 +71,25 @@ def tokenize(input_, input_format, out, image_tokenizer, image_tokenizer_path, f
     click.echo(f"corpus: {out}  ({manifest['items']} items in {len(manifest['shards'])} shards)")
     click.echo(f"skipped: {skipped}")
     click.echo(f"adjusted (kept): {adjusted}")
+    if not manifest["items"] and manifest.get("skipped"):
+        click.echo(f"every item was skipped; first: {_first_skips(Path(out))} (all in {Path(out) / 'skipped.jsonl'})")
+
+
+def _first_skips(out: Path) -> str:
+    import json
+
+    from tokalign.align.tokenize.pipeline import SHOWN_SKIPS, skip_summary
+
+    rows = []
+    try:
+        with open(out / "skipped.jsonl", encoding="utf-8") as handle:
+            for line in handle:
+                rows.append(json.loads(line))
+                if len(rows) == SHOWN_SKIPS:
+                    break
+    except (OSError, ValueError):
+        pass
+    return skip_summary(rows)
 
 
 def _indices(values: tuple[str, ...]) -> tuple[int, ...]:

@@ -98,13 +98,22 @@ def is_generator_folder(folder: Path) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
+RUN_MODEL = "model"  #: where a training run folder keeps its model folder
+RUN_RECORD = "run.json"  #: the training run folder's record
+
+
 def read_record(folder: Path) -> GeneratorRecord:
-    """The record of a generator folder, or a one-line error naming the fix."""
+    """The record of a generator folder, or a one-line error naming the fix (a run folder: its model folder)."""
     folder = Path(folder)
     path = folder / MARKER
     if not folder.is_dir():
         raise TokalignError(f"no generator folder at {folder}; pass a folder `tokalign generator train` wrote")
     if not path.is_file():
+        if (folder / RUN_RECORD).is_file() or (folder / RUN_MODEL / MARKER).is_file():
+            where = folder / RUN_MODEL
+            hint = (f"pass --model {where}" if (where / MARKER).is_file() else
+                    f"its model folder {where} is not saved yet: finish the run (`tokalign generator train --resume`)")
+            raise TokalignError(f"{folder} is a generator training run, not its model; {hint}")
         raise TokalignError(f"{folder} is not a tokalign generator (no {MARKER}); pass a folder "
                             "`tokalign generator train` wrote")
     try:
@@ -112,3 +121,37 @@ def read_record(folder: Path) -> GeneratorRecord:
     except (OSError, ValueError):
         raise TokalignError(f"{path} is not valid JSON; the generator folder is damaged") from None
     return GeneratorRecord.from_json(body, folder)
+
+
+def incomplete_reason(folder: Path) -> str | None:
+    """Why ``folder`` is not a complete saved generator (no folder, no config or record, weights missing or
+    shorter than their headers say), or None when it is complete.  Reads headers only."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "no model folder"
+    for name in ("config.json", MARKER):
+        try:
+            json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return f"no readable {name}"
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        return "no weights"
+    for file in weights:
+        if not _complete_safetensors(file):
+            return f"{file.name} is truncated or damaged"
+    return None
+
+
+def _complete_safetensors(path: Path) -> bool:
+    """Does ``path``'s size cover every tensor its header lists?"""
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 0 < size <= 1 << 28:
+                return False
+            header = json.loads(handle.read(size))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        return path.stat().st_size >= 8 + size + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False

@@ -38,6 +38,7 @@ IMAGE_TO_TEXT = "image->text"
 TEXT_TO_IMAGE = "text->image"
 TILE = 64  # pixels per rendered patch side (nearest-neighbour upscaling)
 COLUMNS = 10
+SHOW_FORMAT = "tokalign-neighbors-png"  #: the format the --show PNG declares in its text chunk
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def _token_json(token: Token, kind: str) -> dict[str, Any]:
 def find_neighbors(query: NeighborsQuery) -> NeighborsResult:
     """Answer ``query`` on its run; with ``query.show``, also write the PNG."""
     if query.show is not None:  # never onto a table, checkpoint or manifest (the output rule)
-        outputs.check_output_file(Path(query.show), None, option="--show")
+        outputs.check_output_file(Path(query.show), SHOW_FORMAT, option="--show", force=None)
     run = open_run(query.run)
     image_tokenizer = run.image_tokenizer() if query.show is not None else None  # fail before searching
     if query.direction == IMAGE_TO_TEXT:
@@ -206,6 +207,7 @@ def token_patches(tokenizer, ids: list[int]) -> np.ndarray:
 def render_image_tokens(tokenizer, ids: list[int], path: Path, columns: int = COLUMNS) -> None:
     """Write a PNG grid of the tokens' patches (``TILE`` px each, id beneath), atomically."""
     from PIL import Image, ImageDraw
+    from PIL.PngImagePlugin import PngInfo
 
     from tokalign.align.formats.atomic import atomic_path
 
@@ -223,7 +225,9 @@ def render_image_tokens(tokenizer, ids: list[int], path: Path, columns: int = CO
         draw.text((x, y + tile), str(token), fill="black")
     try:
         with atomic_path(path) as tmp:
-            canvas.save(tmp, format="PNG")
+            info = PngInfo()
+            info.add_text(outputs.PNG_FORMAT_KEY, SHOW_FORMAT)  # marks the file as ours: a later --show replaces it
+            canvas.save(tmp, format="PNG", pnginfo=info)
     except OSError as exc:
         raise TokalignError(f"cannot write {path}: {exc.strerror or exc}") from None
     logger.debug("wrote %d image-token patches to %s", len(ids), path)

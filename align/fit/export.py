@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RESCALE_MODES = ("global", "per-row")
+#: recorded in every generator-init file: its rows are input rows; the generator's ``--head`` sets the output rows
+EXPORT_VARIANT = {"rows": "input", "output_rows": "set by `tokalign generator train --head` (default calibrated; "
+                                                  "tied reuses these rows as output rows, the behaviour before)"}
 _TARGET_FORMATS = {gi.TARGET: gi.FORMAT}  # the file format each target writes (an existing one is replaced)
 
 
@@ -56,6 +59,7 @@ class ExportConfig:
     target: str = "generator-init"
     rescale: str = "global"  #: generator-init: "global" or "per-row" (module docstring)
     seed: int = 0  #: generator-init: seed of the special-token rows
+    force: bool = False  #: replace an existing ``out`` that tokalign did not write (a file of the target's format always is)
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
@@ -93,8 +97,16 @@ def export_run(config: ExportConfig) -> ExportResult:
     own = {run / name for name in (rd.CONFIG, rd.METRICS, rd.TABLE, rd.EVAL, rd.SUMMARY)}
     if out.resolve() in {p.resolve() for p in own} or run.resolve() / rd.LM in out.resolve().parents:
         raise TokalignError(f"--out {out} would overwrite a file of the run itself; write the export elsewhere")
-    outputs.check_output_file(out, _TARGET_FORMATS.get(config.target), inputs=(run,))
+    fmt = _TARGET_FORMATS.get(config.target, "tokalign-export")
+    outputs.check_output_place(out, fmt, inputs=(run,))  # where it may land; a user's file: check_out, before writing
     return target(config)
+
+
+def check_out(config: ExportConfig) -> None:
+    """Every target calls this just before it writes (after reading the run): an existing ``out`` is replaced only
+    when it is an export of the same format, or with ``force`` (the output rule)."""
+    outputs.check_output_file(Path(config.out), _TARGET_FORMATS.get(config.target, "tokalign-export"),
+                              inputs=(Path(config.run),), force=config.force)
 
 
 # ------------------------------------------------------------------ generator-init: writing
@@ -118,7 +130,9 @@ def export_generator_init(config: ExportConfig) -> ExportResult:
         "d_model": int(table.shape[1]), "image_tokenizer": table_meta.get("image_tokenizer", {}),
         "source_run": str(Path(config.run).resolve()), "source_table_sha256": tensors_sha256({"image_embeddings": table}),
         "source_steps": table_meta.get("steps", ""), "rescale": rescale, "special_init": special_init,
+        "variant": EXPORT_VARIANT,
     }
+    check_out(config)
     written = gi.write_generator_init(config.out, image_rows, special_rows, layout, meta)
     logger.debug("wrote generator-init rows (%d image, %d special) to %s", layout.codebook_size,
                  len(gi.SPECIAL_TOKENS), config.out)

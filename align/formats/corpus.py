@@ -8,7 +8,7 @@ A corpus is a folder::
     shards/shard-00000.jsonl       one line per item, in order: {"key": ..., "caption": ...}
     skipped.jsonl                  items the tokenizer could not use, with the reason (optional)
 
-``manifest.json`` (see ``docs`` in README.md) holds ``format``
+``manifest.json`` (see "Corpus format" in README.md) holds ``format``
 ("tokalign-corpus"), ``version`` (1), ``items``, ``tokens_per_image``, the
 ``image_tokenizer`` identity (kind, codebook_size, grid, sha256 of its
 weights, file), the ``text_tokenizer`` identity (LM spec, name, sha256 of the

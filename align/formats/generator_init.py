@@ -19,7 +19,9 @@ Header metadata (strings; JSON where noted): ``format``, ``version``, ``target``
 (JSON name -> id), ``vocab_size`` (V+K+7), ``image_tokenizer`` (JSON identity), ``source_run``,
 ``source_table_sha256``, ``source_steps``, ``rescale`` and ``special_init`` (JSON), ``tensor_sha256``
 (:func:`~tokalign.align.formats.hashing.tensors_sha256` of the two tensors) and ``metadata_sha256`` (sha256 of
-the other metadata as sorted JSON). :func:`read_generator_init` verifies both.
+the other metadata as sorted JSON). :func:`read_generator_init` verifies both. Optional (JSON): ``variant``, what
+the rows are for (``{"rows": "input", ...}``: input embedding rows; the generator's head treatment decides the
+output rows).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ TARGET = "generator-init"
 SPECIAL_TOKENS = ("<doc>", "</doc>", "<text>", "</text>", "<image>", "</image>", "<pad>")
 PAD_MULTIPLE = 64
 JSON_FIELDS = ("lm", "special_tokens", "image_tokenizer", "rescale", "special_init")
+OPTIONAL_JSON_FIELDS = ("variant",)  #: absent from files written before it existed
 INT_FIELDS = ("d_model", "text_vocab_size", "image_offset", "codebook_size", "special_offset", "vocab_size")
 CHECKSUMS = ("tensor_sha256", "metadata_sha256")
 
@@ -131,7 +134,8 @@ def metadata_sha256(header: dict[str, str]) -> str:
 
 
 def _encode_metadata(meta: dict[str, Any]) -> dict[str, str]:
-    return {k: json.dumps(v, sort_keys=True) if k in JSON_FIELDS else str(v) for k, v in meta.items()}
+    json_fields = JSON_FIELDS + OPTIONAL_JSON_FIELDS
+    return {k: json.dumps(v, sort_keys=True) if k in json_fields else str(v) for k, v in meta.items()}
 
 
 def _decode_metadata(header: dict[str, str], path: Path) -> dict[str, Any]:
@@ -139,6 +143,9 @@ def _decode_metadata(header: dict[str, str], path: Path) -> dict[str, Any]:
         meta: dict[str, Any] = dict(header)
         for key in JSON_FIELDS:
             meta[key] = json.loads(header[key])
+        for key in OPTIONAL_JSON_FIELDS:
+            if key in header:
+                meta[key] = json.loads(header[key])
         meta["special_tokens"] = dict(sorted(meta["special_tokens"].items(), key=lambda item: int(item[1])))
         for key in INT_FIELDS:
             meta[key] = int(header[key])

@@ -12,16 +12,21 @@ Rule.  A command never deletes or overwrites what it did not write:
   folder that is, contains or lies inside one of ``inputs``, a folder that is or contains one of ``keep``
   (``report --out RUN``), and a path below a file.
 * a **file output** (``export --out``, ``neighbors --show``) never lands on a folder, on one of the inputs,
-  or on an existing file that another tokalign artifact owns: a tokalign safetensors/JSON file of another
+  or on an existing file that another tokalign artifact owns: a tokalign safetensors/JSON/PNG file of another
   format, or a reserved name inside a tokalign folder (``RUN/table.safetensors``, ``RUN/checkpoints/...``,
-  ``CORPUS/manifest.json``, the marker and lock files).  A file of the command's own format is replaced.
+  ``CORPUS/manifest.json``, the marker and lock files).  A file of the command's own format (the format it
+  declares in its safetensors metadata, JSON ``format`` field or PNG text chunk) is replaced; any other existing
+  file (the user's) is refused in one line unless ``force`` (a command's ``--force``), which is logged.
+* a folder that a command **replaces or clears** keeps the entries its kind does not own
+  (:func:`foreign_entries`), or refuses over them (:func:`check_no_foreign`).
 
-API (the generator team: use these three for run, model and sample folders)::
+API (what run, model and sample folders are claimed, marked and checked with)::
 
     claim = claim_output_dir(path, kind, inputs=(), keep=(), option="--out")
     # -> Claim(path, state) with state "new" | "empty" | "own"; raises TokalignError otherwise
     write_marker(folder, kind)        # mark a folder as this kind's output (atomic; idempotent)
-    check_output_file(path, fmt, inputs=(), option="--out")   # -> Path; raises TokalignError
+    check_output_file(path, fmt, inputs=(), option="--out", force=False)   # -> Path; raises TokalignError
+    check_output_place(path, fmt, inputs=(), option="--out")   # the same, less the user-file rule (a pre-check)
 
 Kinds are plain strings (:data:`FIT_RUN`, :data:`CORPUS`, :data:`REPORT`, :data:`DECODE`, or any
 ``"generator-..."`` name); :func:`folder_kind` tells what a folder is.  For folders written in place by a
@@ -32,6 +37,7 @@ exclusive lock and the marker.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +45,8 @@ from typing import Iterable
 
 from tokalign.align.errors import TokalignError
 from tokalign.align.formats import atomic
+
+log = logging.getLogger(__name__)
 
 MARKER = ".tokalign.json"
 MARKER_FORMAT = "tokalign-output"
@@ -127,6 +135,22 @@ def user_entries(folder: Path) -> list[str]:
     return sorted(name for name in os.listdir(folder) if name not in INTERNAL and not atomic.is_temp_name(name))
 
 
+def foreign_entries(folder: Path, kind: str) -> list[str]:
+    """The entries of ``folder`` that ``kind`` does not own (files a user put there); [] when it owns everything."""
+    owned = OWNED_NAMES.get(kind)
+    if owned is None or not Path(folder).is_dir():
+        return []
+    return [name for name in user_entries(folder) if name not in owned]
+
+
+def check_no_foreign(folder: Path, kind: str, option: str = "--out") -> None:
+    """Refuse (one line) to replace folder ``folder`` wholesale while it holds entries ``kind`` did not write."""
+    foreign = foreign_entries(folder, kind)
+    if foreign:
+        raise TokalignError(f"{option} {folder} holds files tokalign did not write ({_sample(foreign)}); move them "
+                            f"out of the folder, or choose another {option}: tokalign never deletes them")
+
+
 # ------------------------------------------------------------------ folders
 def _below_file(path: Path) -> Path | None:
     for parent in path.parents:
@@ -198,7 +222,8 @@ def _sample(entries: list[str]) -> str:
 
 # ------------------------------------------------------------------ files
 def file_format(path: Path) -> str | None:
-    """The tokalign format a file declares (safetensors metadata or JSON ``format`` field), or None."""
+    """The tokalign format a file declares (safetensors metadata, JSON ``format`` field, PNG text chunk
+    ``format``), or None."""
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
@@ -210,11 +235,37 @@ def file_format(path: Path) -> str | None:
             value = (header.get("__metadata__") or {}).get("format")
         elif path.suffix in (".json", ".jsonl"):
             value = _json_field(path, "format")
+        elif path.suffix.lower() == ".png":
+            value = png_text(path).get(PNG_FORMAT_KEY)
         else:
             return None
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) and value.startswith("tokalign") else None
+
+
+PNG_FORMAT_KEY = "format"  #: the PNG ``tEXt`` keyword a tokalign PNG declares its format under
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_text(path: Path, limit: int = 1 << 16) -> dict[str, str]:
+    """The ``tEXt`` chunks of a PNG before its image data (keyword -> text); {} for anything else."""
+    found: dict[str, str] = {}
+    with open(path, "rb") as handle:
+        if handle.read(8) != _PNG_SIGNATURE:
+            return found
+        while True:
+            head = handle.read(8)
+            if len(head) < 8:
+                return found
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind in (b"IDAT", b"IEND") or length > limit:
+                return found
+            body = handle.read(length)
+            handle.seek(4, os.SEEK_CUR)  # the CRC
+            if kind == b"tEXt" and b"\0" in body:
+                key, _, text = body.partition(b"\0")
+                found[key.decode("latin-1")] = text.decode("latin-1")
 
 
 def owner_of(path: Path) -> str | None:
@@ -235,12 +286,30 @@ def owner_of(path: Path) -> str | None:
     return None
 
 
-def check_output_file(path: Path, fmt: str | None = None, *, inputs: Iterable[Path] = (), option: str = "--out") -> Path:
+def check_output_file(path: Path, fmt: str | None = None, *, inputs: Iterable[Path] = (), option: str = "--out",
+                      force: bool | None = False) -> Path:
     """May a command write file ``path`` (its own format ``fmt``, e.g. "tokalign-generator-init")?  Returns the path.
 
-    Refused: a folder, a path below a file, one of ``inputs``, an existing file that another tokalign artifact
-    owns (:func:`file_format` other than ``fmt``, or :func:`owner_of`).
+    Refused: what :func:`check_output_place` refuses; and with ``fmt`` (a format that carries its mark, which every
+    tokalign writer declares) an existing file that does not declare ``fmt`` is the user's: refused unless
+    ``force`` (logged as a warning; ``None``: the command has no ``--force``).  ``fmt=None`` marks a format that
+    carries no mark: then only files another tokalign artifact owns are refused.
     """
+    path = check_output_place(path, fmt, inputs=inputs, option=option)
+    if fmt is None or (not path.exists() and not path.is_symlink()):
+        return path
+    if path.is_file() and file_format(path) == fmt:
+        return path  # a file of the command's own format: replaced
+    if not force:
+        hint = "" if force is None else " (or pass --force to replace it)"
+        raise TokalignError(f"{option} {path} already exists and tokalign did not write it; choose another {option}{hint}")
+    log.warning("replacing %s, which tokalign did not write (--force)", path)
+    return path
+
+
+def check_output_place(path: Path, fmt: str | None = None, *, inputs: Iterable[Path] = (), option: str = "--out") -> Path:
+    """Where file ``path`` may land: not a folder, not below a file, not one of ``inputs``, not an existing file
+    that another tokalign artifact owns (:func:`file_format` other than ``fmt``, or :func:`owner_of`)."""
     path = Path(path)
     if path.is_dir():
         raise TokalignError(f"{option} {path} is a folder; pass a file name such as {path / 'out'}")
@@ -250,11 +319,11 @@ def check_output_file(path: Path, fmt: str | None = None, *, inputs: Iterable[Pa
     for given in inputs:
         if Path(given).resolve() == path.resolve():
             raise TokalignError(f"{option} {path} is the input {given}; write to another file")
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return path
-    declared = file_format(path)
+    declared = file_format(path) if path.is_file() else None
     if declared is not None and declared == fmt:
-        return path  # a file of the command's own format: replaced
+        return path
     owner = owner_of(path) or (f"a {declared} file" if declared is not None else None)
     if owner is not None:
         raise TokalignError(f"{option} {path} already exists and belongs to {owner}; choose another {option}")

@@ -4,9 +4,11 @@ The captions file is ``--captions`` (relative to the folder, or a path) or the
 first of ``captions.jsonl``, ``captions.csv``, ``metadata.jsonl`` and
 ``metadata.csv`` in the folder (the last two are Hugging Face ImageFolder's
 convention).  JSONL holds one object per line, CSV a header row and one row
-per item; either names the file under ``file_name``, ``file``, ``image`` or
-``path`` (relative to the folder, posix style) and the caption under
-``caption`` or ``text``.
+per item; either names the file under one of :data:`FILE_FIELDS` (``file_name``,
+``file``, ``image``, ``path``, ``filename``, ``img``, ...; relative to the folder,
+posix style) and the caption under one of :data:`CAPTION_FIELDS` (``caption``,
+``text``, ...).  A captions file none of whose rows names a file is refused
+at once, with the keys its rows have.
 
 Images are found recursively (suffixes :data:`samples.IMAGE_SUFFIXES`, any
 case; ``.npy`` token arrays instead for pretokenized input).  Each relative
@@ -51,8 +53,8 @@ log = logging.getLogger(__name__)
 __all__ = ["CAPTION_FILES", "FILE_FIELDS", "CAPTION_FIELDS", "FolderSource"]
 
 CAPTION_FILES = ("captions.jsonl", "captions.csv", "metadata.jsonl", "metadata.csv")
-FILE_FIELDS = ("file_name", "file", "image", "path")
-CAPTION_FIELDS = ("caption", "text")
+FILE_FIELDS = ("file_name", "file", "image", "path", "filename", "img", "image_path", "image_file", "file_path")
+CAPTION_FIELDS = ("caption", "text", "prompt", "description")
 
 Row = tuple[str, Optional[str], Optional[tuple[str, str]]]  # (key, caption or None, skip or None)
 
@@ -79,6 +81,8 @@ class FolderSource:
             raise TokalignError(f"image folder {root} does not exist; pass an existing folder of images with a captions file")
         captions_path = _find_captions(root, spec.captions_file)
         captions, extra = _read_captions(captions_path)
+        if not captions and extra:
+            _refuse_unusable(captions_path, extra)
         files, outside = _list_files(root, (TOKEN_SUFFIX,) if spec.tokens else IMAGE_SUFFIXES)
         rows = _merge(files, captions, extra)
         if not rows:
@@ -161,6 +165,15 @@ def _read_captions(path: Path) -> tuple[dict[str, str], list[Row]]:
     return captions, extra
 
 
+def _refuse_unusable(path: Path, extra: list[Row]) -> None:
+    """One line for a captions file of which no row is usable, naming the first problem (the keys it found)."""
+    problems = [skip[1] for _, _, skip in extra if skip is not None and skip[0] == "unreadable_caption"]
+    if len(problems) == len(extra):
+        raise TokalignError(f"no row of {path} can be used ({len(problems)} rows); first: {problems[0]}; name the "
+                            f"image under one of {', '.join(FILE_FIELDS)} and the caption under one of "
+                            f"{', '.join(CAPTION_FIELDS)}")
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, str, str | None]]:
     """(line number, file name, caption, problem) per non-blank line."""
     for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
@@ -177,10 +190,11 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, str, str | None]]:
 def _fields(row: dict) -> tuple[str, str, str | None]:
     name = next((row[f] for f in FILE_FIELDS if f in row), None)
     field = next((f for f in CAPTION_FIELDS if f in row), None)
+    found = f"; the row has keys {', '.join(map(str, row)) or 'none'}"
     if not isinstance(name, str) or not name:
-        return "", "", f"no file name (one of {', '.join(FILE_FIELDS)})"
+        return "", "", f"no file name (one of {', '.join(FILE_FIELDS)}){found}"
     if field is None:
-        return name, "", f"no caption (one of {', '.join(CAPTION_FIELDS)})"
+        return name, "", f"no caption (one of {', '.join(CAPTION_FIELDS)}){found}"
     if row[field] is None:
         return name, "", f"caption ({field}) is null or missing"
     if not isinstance(row[field], str):

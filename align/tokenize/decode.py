@@ -22,6 +22,7 @@ from tokalign.align.formats import atomic, outputs
 from tokalign.align.errors import TokalignError
 
 log = logging.getLogger(__name__)
+PNG_FORMAT = "tokalign-decode-png"  #: the format each decoded PNG declares in its text chunk
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,18 @@ def decode_tokens(config: DecodeConfig) -> list[Path]:
         raise TokalignError(f"the tokens have {tokens.shape[1]} ids per image but the {tokenizer.kind} tokenizer makes "
                             f"{tokenizer.tokens_per_image}; pass the tokenizer they were made with")
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
+    for name in names:  # an earlier decode's PNG is replaced; a file of the user's is never
+        outputs.check_output_file(config.out / f"{name}.png", PNG_FORMAT, option="--out", force=None)
     outputs.write_marker(config.out, outputs.DECODE)
+    info = PngInfo()
+    info.add_text(outputs.PNG_FORMAT_KEY, PNG_FORMAT)
     paths = []
     for start in range(0, len(tokens), 16):
         for image, name in zip(tokenizer.decode(tokens[start:start + 16]), names[start:start + 16]):
             buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, format="PNG")
+            Image.fromarray(image).save(buffer, format="PNG", pnginfo=info)
             path = config.out / f"{name}.png"
             atomic.write_bytes(path, buffer.getvalue())
             paths.append(path)

@@ -2,8 +2,9 @@
 
 Builds a corpus (see corpus.py) from ``shapes.py`` scenes: a patch k-means
 image tokenizer is fitted on the first ``codebook_images`` scenes and saved in
-the corpus folder, every scene is encoded to 32x32 tokens, and every caption
-is tokenized with the chosen LM's tokenizer.  The folder appears only when
+the corpus folder, every 256x256 scene is encoded to a grid of
+``(256 / patch)`` squared tokens (``patch`` 8: 32x32 = 1,024; 32: 8x8 = 64), and
+every caption is tokenized with the chosen LM's tokenizer.  The folder appears only when
 complete (it is built beside its final name and renamed).
 """
 
@@ -26,6 +27,7 @@ from tokalign.align.fit.guards import check_seed
 
 log = logging.getLogger(__name__)
 TOKENIZER_FILE = "image_tokenizer.safetensors"
+IMAGE_SIZE = 256  #: side of a rendered scene in pixels; ``patch`` must divide it
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class DemoCorpusConfig:
     items: int = 12288
     seed: int = 0
     codebook_size: int = 16384
+    patch: int = 8
     codebook_images: int = 3072
     kmeans_iterations: int = 8
     lm: str = DEFAULT_LM
@@ -48,16 +51,28 @@ class DemoCorpusConfig:
             raise TokalignError(f"--items {self.items} must be at least 2")
         if not 1 <= self.codebook_size <= 65536:
             raise TokalignError(f"--codebook-size {self.codebook_size} must lie in 1..65536 (tokens are uint16)")
+        if not 1 <= self.patch <= IMAGE_SIZE or IMAGE_SIZE % self.patch:
+            raise TokalignError(f"--patch {self.patch} must divide the scenes' {IMAGE_SIZE} pixels (e.g. 8, 16, 32)")
         check_seed(self.seed)
         if self.codebook_images < 1 or self.shard_size < 1 or self.chunk < 1:
             raise TokalignError("--codebook-images, shard size and chunk must be positive")
+
+
+def settings_differ(config: DemoCorpusConfig, manifest: dict) -> list[str]:
+    """The options (``--patch 8 (there) vs 32 (asked)``) in which an existing corpus's manifest differs from ``config``."""
+    source, tokenizer = manifest.get("source") or {}, manifest.get("image_tokenizer") or {}
+    there = {"--items": source.get("items", manifest.get("items")), "--seed": source.get("seed"),
+             "--codebook-size": tokenizer.get("codebook_size"), "--patch": tokenizer.get("patch")}
+    asked = {"--items": config.items, "--seed": config.seed, "--codebook-size": config.codebook_size,
+             "--patch": config.patch}
+    return [f"{k} {there[k]} (there) vs {asked[k]} (asked)" for k in asked if there[k] != asked[k]]
 
 
 def _render(seed: int, indices: range) -> tuple[np.ndarray, list[str]]:
     from tokalign.align.sources.shapes import make_scene, render
 
     scenes = [make_scene(seed, i) for i in indices]
-    return np.stack([render(s)[0] for s in scenes]), [s.caption for s in scenes]
+    return np.stack([render(s, IMAGE_SIZE)[0] for s in scenes]), [s.caption for s in scenes]
 
 
 def build_demo_corpus(config: DemoCorpusConfig, overwrite: bool = False) -> Path:
@@ -73,10 +88,13 @@ def build_demo_corpus(config: DemoCorpusConfig, overwrite: bool = False) -> Path
     claim = outputs.claim_output_dir(config.out, outputs.CORPUS)
     if claim.state == "own" and not overwrite:
         raise TokalignError(f"{config.out} already holds a corpus; pass --force to rebuild it, or choose another --out")
+    if claim.state == "own":
+        outputs.check_no_foreign(config.out, outputs.CORPUS)  # the rebuild replaces the folder as a whole
     lm = load_frozen_lm(config.lm, config.cache_root)
     sample, _ = _render(config.seed, range(min(config.codebook_images, config.items)))
-    log.info("fitting a %d-code patch k-means tokenizer on %d scenes", config.codebook_size, len(sample))
-    tokenizer = PatchKMeansTokenizer.fit(sample, codebook_size=config.codebook_size,
+    log.info("fitting a %d-code k-means tokenizer on the %dx%d patches of %d scenes", config.codebook_size,
+             config.patch, config.patch, len(sample))
+    tokenizer = PatchKMeansTokenizer.fit(sample, codebook_size=config.codebook_size, patch=config.patch,
                                          iterations=config.kmeans_iterations, seed=config.seed)
     del sample
     with atomic_dir(config.out) as tmp:

@@ -166,8 +166,10 @@ def _codebook(config: TokenizeConfig, source, parts: list[Part], mode: str):
         return tokenizer
     settings = _settings(config, tokens_per_image=1024, codebook_size=65536)
     images: list[np.ndarray] = []
+    skipped: list[dict] = []
     for part in parts:
         for batch in part_batches(source, part, settings):
+            skipped.extend(batch.skipped[: SHOWN_SKIPS - len(skipped)])
             if batch.pixels is not None:
                 images.extend(batch.pixels.numpy()[: config.codebook_images - len(images)])
             if len(images) >= config.codebook_images:
@@ -175,10 +177,22 @@ def _codebook(config: TokenizeConfig, source, parts: list[Part], mode: str):
         if len(images) >= config.codebook_images:
             break
     if not images:
-        raise TokalignError(f"--input {config.source.input} has no usable image to fit a codebook on; see the skip reasons with -v")
+        for row in skipped:
+            log.info("skipped %s: %s (%s)", row.get("key"), row.get("reason"), row.get("detail"))
+        raise TokalignError(f"--input {config.source.input} has no usable image to fit a codebook on: every item was "
+                            f"skipped; first: {skip_summary(skipped)}")
     log.info("fitting a %d-code k-means codebook on %d images", config.codebook_size, len(images))
     return PatchKMeansTokenizer.fit(np.stack(images), codebook_size=config.codebook_size,
                                     iterations=config.kmeans_iterations, seed=config.seed)
+
+
+SHOWN_SKIPS = 3  #: skip reasons an error about an input with no usable item shows
+
+
+def skip_summary(skipped: list[dict]) -> str:
+    """``key: reason (detail)`` of the first skipped items, for a one-line error."""
+    shown = [f"{row.get('key')}: {row.get('reason')} ({str(row.get('detail'))[:160]})" for row in skipped[:SHOWN_SKIPS]]
+    return "; ".join(shown) or "no item was read"
 
 
 def _settings(config: TokenizeConfig, tokens_per_image: int, codebook_size: int) -> PrepSettings:

@@ -74,8 +74,14 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def clear_folder(out: Path) -> None:
-    """Remove everything in ``out`` except tokalign's marker and lock (--force, or a start-up left unfinished)."""
+    """Remove what a corpus owns in ``out`` (--force, or a start-up left unfinished); the marker, the lock and
+    files tokalign did not write stay (:func:`tokalign.align.formats.outputs.foreign_entries`)."""
+    foreign = set(outputs.foreign_entries(out, outputs.CORPUS))
+    if foreign:
+        log.info("%s: keeping %d file(s) tokalign did not write (%s)", out, len(foreign), ", ".join(sorted(foreign)[:3]))
     for name in outputs.user_entries(out):
+        if name in foreign:
+            continue
         path = out / name
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 

@@ -59,11 +59,16 @@ def clip_probe(model: Path, record: GeneratorRecord, clip_folder: Path, out: Pat
     from PIL import Image
 
     from tokalign.generate.probe.clip_score import load_clip
+    from tokalign.generate.sample.decoding import image_decoder
     from tokalign.generate.sample.config import SampleConfig
     from tokalign.generate.sample.run import sample_images
 
     if record.mode != "text-to-image":
         raise TokalignError(f"--clip-model scores captions, but {model} is an image-only generator; drop --clip-model")
+    decoder = image_decoder(record)
+    if not decoder.decodes:  # checked before any sampling: a CLIP score needs images
+        raise TokalignError(f"--clip-model scores images, but this generator's samples cannot be decoded "
+                            f"({decoder.notice}); drop --clip-model or restore the generator's corpus")
     scorer = load_clip(clip_folder, "cuda" if device == "cuda" else "cpu")
     captions, where = held_out_captions(model, record, n)
     result = sample_images(SampleConfig(model=model, out=out / SAMPLES, prompts=tuple(captions), n=1, seed=seed,

@@ -10,8 +10,11 @@ longer than ``seq_len - tokens_per_image - 6`` tokens are truncated (kept from t
 ``seq_len`` too short for the image tokens and the structure (and at least one caption token) is a one-line
 error, and so is a corpus whose captions were made by another tokenizer than the LM's (text-to-image only).
 
-The folder (written atomically; a complete folder is never rebuilt, :func:`build_sequences` reuses it when its
-record matches and refuses it otherwise)::
+The folder is a cache keyed by content (written atomically): :func:`build_sequences` reuses it when its record
+matches (layout, ``seq_len``, mode and the corpus fingerprint: the corpus's content, not its path), rebuilds it
+when it is damaged or half-written, and refuses one built for other settings (naming them; a training run drops
+its own stale cache first, :func:`tokalign.generate.train.run_folder.drop_stale_sequences`); a folder holding
+anything but these files is refused, never replaced::
 
     tokens.npy            (N, seq_len) int32, row i = corpus item i   (np.load(..., mmap_mode="r"))
     caption_lengths.npy   (N,) int32, caption tokens kept in row i (0 in image-only mode)
@@ -41,6 +44,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "tokalign-sequences"
 VERSION = 1
 TOKENS, CAPTION_LENGTHS, RECORD = "tokens.npy", "caption_lengths.npy", "sequences.json"
+OWN_FILES = frozenset({TOKENS, CAPTION_LENGTHS, RECORD})
 STRUCTURE = {"text-to-image": 6, "image-only": 4}  #: structure tokens per row
 CHUNK = 4096
 
@@ -87,10 +91,11 @@ class Sequences:
 
 
 def corpus_fingerprint(corpus: Corpus) -> dict[str, Any]:
-    """What identifies a corpus here: its resolved path, item count and the format's fingerprint."""
+    """What identifies a corpus here: its item count and the format's fingerprint (content; the same corpus at
+    another path is the same corpus)."""
     from tokalign.align.formats.corpus import corpus_fingerprint as fingerprint
 
-    return {"path": str(Path(corpus.root).resolve()), "items": corpus.items, **fingerprint(corpus)}
+    return {"items": corpus.items, **fingerprint(corpus)}
 
 
 def build_sequences(corpus: Corpus | str | os.PathLike, out: str | os.PathLike, layout: VocabLayout, *,
@@ -107,8 +112,10 @@ def build_sequences(corpus: Corpus | str | os.PathLike, out: str | os.PathLike, 
     _check_corpus(corpus, layout, mode, text_tokenizer_sha256)
     want = {"layout": layout.to_json(), "seq_len": seq_len, "mode": mode, "corpus": corpus_fingerprint(corpus)}
     out = Path(out)
-    if (out / RECORD).is_file():
-        return _reuse(out, want)
+    found = _reusable(out, want)
+    if found is not None:
+        return found
+    _check_space(out, corpus.items, seq_len)
     with atomic.atomic_dir(out) as tmp:
         counts = _fill(corpus, tmp, layout, seq_len, mode, cap, progress)
         record = {"format": FORMAT, "version": VERSION, **want, "items": corpus.items,
@@ -142,14 +149,50 @@ def _read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def _reuse(out: Path, want: dict) -> Sequences:
-    found = open_sequences(out)
-    for key, value in want.items():
-        if found.record.get(key) != value:
-            raise TokalignError(f"{out} holds sequences built with another {key} than this run asks for; "
-                                "use a new run folder (or delete it to rebuild)")
+def _reusable(out: Path, want: dict) -> Sequences | None:
+    """The folder's sequences when they are what ``want`` describes; None when ``out`` is missing, or is a stale,
+    damaged or half-written sequences folder (then rebuilt); a folder with other files is refused."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise TokalignError(f"{out} is a file, not a sequences folder; move it away (tokalign never replaces it)")
+    others = sorted(n for n in os.listdir(out) if n not in OWN_FILES and not atomic.is_temp_name(n))
+    if others:
+        raise TokalignError(f"{out} holds files tokalign did not write ({', '.join(map(repr, others[:3]))}); move "
+                            "them out, or use a new run folder")
+    try:
+        found = open_sequences(out)
+    except TokalignError as exc:
+        logger.info("rebuilding the sequences in %s: %s", out, str(exc).split(";")[0])
+        return None
+    stale = stale_keys(found.record, want)
+    if stale:
+        raise TokalignError(f"{out} holds sequences built with another {', '.join(stale)} than this run asks for; "
+                            "use a new run folder (or delete it to rebuild)")
     logger.info("reusing the sequences in %s", out)
     return found
+
+
+def stale_keys(record: dict, want: dict) -> list[str]:
+    """The keys of ``want`` a sequences record differs in (a recorded corpus path, which older records hold,
+    is not part of the corpus's identity)."""
+    def corpus(body):
+        return {k: v for k, v in body.items() if k != "path"} if isinstance(body, dict) else body
+
+    return [key for key, value in want.items()
+            if (corpus(record.get(key)) != corpus(value) if key == "corpus" else record.get(key) != value)]
+
+
+def _check_space(out: Path, items: int, seq_len: int) -> None:
+    """Refuse a build the disk cannot hold, before a byte is written."""
+    import shutil
+
+    need = int(items) * int(seq_len) * 4 + int(items) * 4
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(parent).free
+    if need > free:
+        raise TokalignError(f"the sequences of {items:,} items x {seq_len:,} tokens need {need / 2**30:.1f} GiB but "
+                            f"{parent} has {free / 2**30:.1f} GiB free; pass a smaller --seq-len or free disk space")
 
 
 def _check_corpus(corpus: Corpus, layout: VocabLayout, mode: str, text_sha: str | None) -> None:

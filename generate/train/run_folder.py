@@ -9,20 +9,28 @@
     checkpoints/      step_N/ folders, written atomically
     model/            the final model folder (see :mod:`tokalign.generate.model_folder`)
     summary.json      the step-0 and final figures
-    sequences/        the corpus packed into memory-mapped training rows (built once)
+    sequences/        the corpus packed into memory-mapped training rows: a cache keyed by content, rebuilt when stale
 
-Rules (issue 10), through the shared output rule (:mod:`tokalign.align.formats.outputs`, kind
+Rules, through the shared output rule (:mod:`tokalign.align.formats.outputs`, kind
 :data:`KIND`) and lock (:func:`tokalign.align.formats.lock.writing_folder`): a run folder is written only if it
 is new, empty, or a generator run; anything else (user files, a fit run, a folder inside the corpus) is refused in
 one line, and so is a second writer (an exclusive ``fcntl`` lock the kernel drops when its holder dies). A
 generator run with checkpoints or a model is continued only with ``--resume``; one that stopped before its first
 checkpoint holds nothing worth keeping and starts again. A refused run leaves nothing behind.
+
+``--resume`` identifies the inputs by content, before anything is loaded (:func:`check_resume_inputs`): the corpus
+by its fingerprint (the same corpus at another path continues, another one of the same size is refused), the LM
+by its spec and identity; the settings by :func:`check_resume_record`, whose refusal names each option with both
+values. A run whose model folder is missing or damaged is saved again from its last checkpoint, reusing the
+final figures it logged (:func:`final_figures`), so ``metrics.jsonl`` holds one final held-out row.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -30,6 +38,8 @@ from tokalign.align.errors import TokalignError
 from tokalign.align.formats import atomic, outputs
 from tokalign.align.formats.lock import writing_folder
 from tokalign.align.training.checkpoint import list_checkpoints
+
+log = logging.getLogger(__name__)
 
 RECORD = "run.json"
 DIAGNOSTICS = "diagnostics.json"
@@ -81,13 +91,189 @@ def resume_point(run: Path, resume: bool) -> Path | None:
 
 
 def check_resume_record(run: Path, trajectory: dict[str, Any], identities: dict[str, Any]) -> None:
-    """A resumed run must have the settings and the inputs (by identity) it started with."""
+    """A resumed run must have the settings and the inputs (by identity) it started with.
+
+    The refusal names each option that differs with both values (``--lr 0.01 (run) vs 0.005 (now)``).
+    """
     saved = read_record(run) or {}
     changed = [k for k in trajectory if saved.get("trajectory", {}).get(k) != trajectory[k]]
     changed += [k for k in identities if saved.get("identities", {}).get(k) != identities[k]]
     if changed:
-        raise TokalignError(f"--resume with settings or inputs that differ from the run's ({', '.join(changed)}); "
-                            "resume with the original options, --lm, --corpus and --init-from, or start a new --run")
+        details = _differences(saved.get("trajectory", {}), trajectory, saved.get("identities", {}), identities)
+        raise TokalignError(f"--resume with settings or inputs that differ from the run's ({', '.join(changed)})"
+                            f"{': ' + '; '.join(details) if details else ''}; resume with the original options, "
+                            "--lm, --corpus and --init-from, or start a new --run")
+
+
+_IDENTITY_OPTIONS = {"lm_embedding_sha256": "--lm (its embeddings)", "text_tokenizer_sha256": "--lm (its tokenizer)",
+                     "corpus": "--corpus", "init_from": "--init-from"}
+_DERIVED = {"global_sequences": "--batch-tokens (sequences per step)"}
+
+
+def _leaves(body: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    if isinstance(body, dict):
+        out: dict[tuple[str, ...], Any] = {}
+        for key, value in body.items():
+            out.update(_leaves(value, (*prefix, str(key))))
+        return out
+    return {prefix: body}
+
+
+def _option(path: tuple[str, ...]) -> str:
+    return _DERIVED.get(path[-1], "--" + path[-1].replace("_", "-"))
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "unset" if value is None else str(value)
+
+
+def _differences(run_traj: dict, now_traj: dict, run_ids: dict, now_ids: dict) -> list[str]:
+    """``--option RUN (run) vs NOW (now)`` for every setting that differs, then the inputs by option."""
+    old, new = _leaves(run_traj), _leaves(now_traj)
+    lines = [f"{_option(k)} {_shown(old.get(k))} (run) vs {_shown(new.get(k))} (now)"
+             for k in new if k in old and old[k] != new[k]]
+    lines += [f"{_IDENTITY_OPTIONS.get(k, k)} is not the run's" for k in now_ids if run_ids.get(k) != now_ids[k]]
+    return lines
+
+
+# ------------------------------------------------------------------ inputs by content (cheap, before any load)
+def input_identities(corpus_root: Path, lm_spec: str) -> dict[str, Any]:
+    """What identifies the run's inputs without loading the LM: the corpus by content (its fingerprint, not its
+    path) and the LM by how it resolves (spec and identity; None when it does not resolve)."""
+    from tokalign.align.lm.load import resolve_lm_spec
+
+    try:
+        lm = {"spec": str(lm_spec), "identity": _lm_key(resolve_lm_spec(str(lm_spec)).identity)}
+    except TokalignError:
+        lm = {"spec": str(lm_spec), "identity": None}
+    return {"corpus": corpus_identity(corpus_root), "lm": lm}
+
+
+def corpus_identity(corpus_root: Path) -> dict[str, Any]:
+    """The corpus by content: its item count and fingerprint (:func:`tokalign.align.formats.corpus.corpus_fingerprint`)."""
+    from tokalign.align.formats.corpus import corpus_fingerprint, open_corpus
+
+    corpus = open_corpus(corpus_root)
+    return {"items": corpus.items, **corpus_fingerprint(corpus)}
+
+
+def _lm_key(identity: dict) -> dict:
+    return {k: v for k, v in identity.items() if k != "spec"}
+
+
+def _legacy_corpus(run: Path) -> dict | None:
+    """The corpus content a run written before ``inputs`` was recorded trained on: its sequences' record."""
+    try:
+        body = json.loads((run / SEQUENCES / "sequences.json").read_text(encoding="utf-8"))
+        corpus = dict(body["corpus"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    corpus.pop("path", None)
+    return corpus
+
+
+def check_resume_inputs(run: Path, now: dict[str, Any]) -> None:
+    """Refuse (one line, before any load) a ``--resume`` on another corpus, or with an LM that is surely not the
+    run's: another spec, resolving to another identity, while the run's own spec still resolves."""
+    saved = (read_record(run) or {}).get("inputs") or {}
+    corpus = saved.get("corpus") or _legacy_corpus(run)
+    if corpus is not None and corpus != now["corpus"]:
+        what = (f"{corpus.get('items')} items (run) vs {now['corpus']['items']} (now)"
+                if corpus.get("items") != now["corpus"]["items"] else "same size, other content")
+        raise TokalignError(f"--resume with another --corpus than the run's ({what}): a run continues only on the "
+                            "corpus it started with (found by content, wherever it lies); pass that corpus, or start "
+                            "a new --run")
+    _check_lm(saved.get("lm"), now["lm"])
+
+
+def _check_lm(saved: dict | None, now: dict) -> None:
+    if not saved or saved.get("spec") == now["spec"] or saved.get("identity") is None:
+        return
+    if now["identity"] is not None and now["identity"] == saved["identity"]:
+        return  # another spelling of the same LM
+    from tokalign.align.lm.load import resolve_lm_spec
+
+    try:
+        still = _lm_key(resolve_lm_spec(saved["spec"]).identity) == saved["identity"]
+    except TokalignError:
+        still = False  # the run's LM moved: only its embeddings (after the load) can tell
+    if still:
+        raise TokalignError(f"--lm {now['spec']} is not the LM this run was trained from ({saved['spec']}): "
+                            f"--lm {now['spec']} (now) vs {saved['spec']} (run); resume with --lm {saved['spec']}")
+
+
+def drop_stale_sequences(run: Path, data, lm_spec: str, fresh: bool) -> None:
+    """Remove the run's own ``sequences/`` cache when it cannot serve this invocation, so the build remakes it:
+    built for another ``--seq-len``, ``--mode`` or corpus content, damaged, or (on a fresh start, when the run has
+    no checkpoint) made under another ``--lm``.  A folder holding anything tokalign did not write is kept (the
+    build then refuses it)."""
+    import shutil
+
+    from tokalign.generate.sequences import build as sq
+
+    folder = Path(run) / SEQUENCES
+    if not folder.is_dir() or any(n not in sq.OWN_FILES and not atomic.is_temp_name(n) for n in os.listdir(folder)):
+        return
+    try:
+        record = json.loads((folder / sq.RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    reason = "damaged" if not isinstance(record, dict) else None
+    if reason is None:
+        want = {"seq_len": data.seq_len, "mode": data.mode, "corpus": corpus_identity(data.corpus)}
+        stale = sq.stale_keys(record, want)
+        previous = ((read_record(Path(run)) or {}).get("config") or {}).get("model", {}).get("lm")
+        if fresh and previous is not None and previous != str(lm_spec):
+            stale.append("lm")
+        reason = f"built for another {', '.join(stale)}" if stale else None
+    if reason is not None:
+        log.info("rebuilding %s (%s)", folder, reason)
+        shutil.rmtree(folder)
+
+
+def check_seq_len(seq_len: int, lm_spec: str) -> None:
+    """Refuse a ``--seq-len`` beyond the LM's position limit, read from its ``config.json`` (no weights loaded);
+    an LM whose config is not at hand is checked when it loads."""
+    from tokalign.align.lm.load import resolve_lm_spec
+
+    try:
+        identity = resolve_lm_spec(str(lm_spec)).identity
+        config = json.loads((Path(identity["path"]) / "config.json").read_text(encoding="utf-8"))
+    except (TokalignError, KeyError, TypeError, OSError, ValueError):
+        return
+    limit = next((config[k] for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
+                  if isinstance(config.get(k), int)), None)
+    if limit is not None and seq_len > limit:
+        raise TokalignError(f"--seq-len {seq_len} does not fit the LM {lm_spec}, which has {limit} positions "
+                            f"(max_position_embeddings); pass --seq-len {limit} or less")
+
+
+def read_summary(run: Path) -> dict[str, Any] | None:
+    """The run's ``summary.json`` (written just before the model folder), or None."""
+    try:
+        body = json.loads((Path(run) / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def final_figures(run: Path, step: int) -> tuple[dict[str, Any], float] | None:
+    """The final held-out figures and rate a run already logged at ``step`` (summary first, else its held-out row
+    in ``metrics.jsonl`` and the mean rate of its training rows), or None when it logged none."""
+    from tokalign.align.training.metrics import read_metrics
+
+    summary = read_summary(run)
+    if summary is not None and summary.get("steps") == step and summary.get("final"):
+        return dict(summary["final"]), float(summary.get("tokens_per_s") or 0.0)
+    rows = read_metrics(Path(run) / METRICS)
+    final = [r for r in rows if r.get("split") == "heldout" and r.get("step") == step]
+    if not final:
+        return None
+    rates = [r["tokens_per_s"] for r in rows if r.get("split") == "train" and isinstance(r.get("tokens_per_s"), (int, float))]
+    figures = {k: v for k, v in final[-1].items() if k not in ("step", "split")}
+    return figures, (sum(rates) / len(rates) if rates else 0.0)
 
 
 def write_record(run: Path, body: dict[str, Any]) -> None:

@@ -89,8 +89,40 @@ def save_model_folder(folder: Path, model, tokenizer, layout: VocabLayout, recor
             tokenizer.save_pretrained(tmp)
             outputs.write_marker(tmp, outputs.GENERATOR_MODEL)  # the shared rule: no other writer lands in here
             write_record(tmp, record)
+            if _merge_into_existing(tmp, Path(folder)):
+                raise _Merged
+    except _Merged:
+        pass
     finally:
         if bars:
             hf_logging.enable_progress_bar()
     log.info("saved the generator to %s", folder)
     return Path(folder)
+
+
+class _Merged(Exception):
+    """The new files went into the existing folder (which keeps what the save does not write)."""
+
+
+def _merge_into_existing(tmp: Path, folder: Path) -> bool:
+    """When ``folder`` exists and holds entries the save does not write (a probe or samples folder, the user's
+    files), move the new files into it instead of replacing it: the record first goes (the folder reads as
+    incomplete), then each file (atomic renames), the record last.  Returns whether it merged."""
+    import os
+
+    if not folder.is_dir():
+        return False
+    new = set(os.listdir(tmp))
+    kept = [name for name in outputs.user_entries(folder) if name not in new]
+    if not kept:
+        return False
+    log.info("keeping %s in %s (not written by the save)", ", ".join(sorted(kept)[:3]), folder)
+    from tokalign.generate.model_folder import MARKER
+
+    (folder / MARKER).unlink(missing_ok=True)
+    for name in sorted(new - {MARKER}):
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            continue  # the save writes files only; a folder of that name is not replaced
+        os.replace(tmp / name, folder / name)
+    os.replace(tmp / MARKER, folder / MARKER)
+    return True

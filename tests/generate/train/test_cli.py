@@ -46,6 +46,7 @@ def test_train_aligned_from_the_cli(capsys, cli_args, tmp_path, export):
     code, out, err = run_main(capsys, *cli_args(run, "--init", "aligned", "--init-from", export()))
     assert code == 0, err
     assert "model:" in out and "step 0: held-out perplexity" in out and "step 2: held-out perplexity" in out
+    assert "held-out image loss" in out and "(unigram entropy of the corpus's image tokens:" in out
     assert (run / "model" / "tokalign_generator.json").is_file()
     record = json.loads((run / "run.json").read_text())
     assert record["format"] == "tokalign-generator-run"
