@@ -46,7 +46,11 @@ def sample(model, prompt, prompts_file, n, out, temperature, top_k, top_p, cfg_s
                           dtype=dtype, corpus=corpus, image_tokenizer_path=image_tokenizer_path,
                           progress=not no_progress)
     result = sample_images(config)
-    click.echo(f"sampled {result.images} images in {result.sampling_seconds:.2f} s "
-               f"({result.images_per_second:.2f} images/s)")
-    click.echo(f"grid: {result.grid}")
-    click.echo(f"images: {result.out / 'images'}  tokens: {result.out / 'samples.safetensors'}")
+    capture = f", of which warm-up + graph capture {result.capture_seconds:.2f} s" if result.capture_seconds else ""
+    click.echo(f"loaded in {result.load_seconds:.2f} s; sampled {result.images} images in {result.sampling_seconds:.2f} s "
+               f"({result.images_per_second:.2f} images/s, {result.path} path{capture})")
+    if result.grid is not None:
+        click.echo(f"grid: {result.grid}")
+        click.echo(f"images: {result.out / 'images'}  tokens: {result.out / 'samples.safetensors'}")
+    else:
+        click.echo(f"tokens: {result.out / 'samples.safetensors'} (not decoded; see the notice above)")

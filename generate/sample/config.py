@@ -63,6 +63,8 @@ class SampleConfig:
             raise TokalignError(f"--dtype {self.dtype!r} is unknown; use one of {', '.join(DTYPES)}")
         if self.out.resolve() == self.model.resolve():
             raise TokalignError("--out is the model folder; choose another folder for the samples")
+        for number, prompt in enumerate(self.prompts, 1):
+            check_prompt_text(prompt, f"prompt {number}")
 
     @property
     def guided(self) -> bool:
@@ -74,22 +76,49 @@ class SampleConfig:
                 "cfg_scale": self.cfg_scale, "seed": self.seed, "batch_size": self.batch_size}
 
 
+def check_prompt_text(prompt: str, where: str) -> None:
+    """Refuse a prompt holding bytes that are not UTF-8 (a command line decodes those to lone surrogates)."""
+    if not isinstance(prompt, str):
+        raise TokalignError(f"{where} is not text ({type(prompt).__name__}); pass a string")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise TokalignError(f"{where} ({_preview(shown)}) holds bytes that are not UTF-8; write it in UTF-8") from None
+
+
+def _preview(text: str, limit: int = 40) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def read_prompts_file(path: Path) -> tuple[str, ...]:
     """Prompts from a file: ``.jsonl`` lines with ``prompt`` (or ``caption``), else one prompt per non-blank line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise TokalignError(f"--prompts {path} is unreadable ({type(exc).__name__}); pass a UTF-8 text file, "
                             "one prompt per line") from None
-    lines = [line for line in text.splitlines() if line.strip()]
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a UTF-8 byte order mark
+    lines = [(number, _decoded(raw, path, number)) for number, raw in enumerate(data.splitlines(), 1)]
+    lines = [(number, line) for number, line in lines if line.strip()]
     if path.suffix != ".jsonl":
-        prompts = tuple(line.strip() for line in lines)
+        prompts = tuple(line.strip() for _, line in lines)
     else:
-        prompts = tuple(_jsonl_prompt(line, path, i + 1) for i, line in enumerate(lines))
+        prompts = tuple(_jsonl_prompt(line, path, number) for number, line in lines)
     if not prompts:
         raise TokalignError(f"--prompts {path} holds no prompts")
     return prompts
+
+
+def _decoded(raw: bytes, path: Path, number: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        shown = _preview(raw.decode("utf-8", "replace"))
+        raise TokalignError(f"--prompts {path} line {number} ({shown}) holds bytes that are not UTF-8 (byte "
+                            f"0x{raw[exc.start]:02x} at column {exc.start + 1}); save the file as UTF-8") from None
 
 
 def _jsonl_prompt(line: str, path: Path, number: int) -> str:
@@ -100,4 +129,5 @@ def _jsonl_prompt(line: str, path: Path, number: int) -> str:
         value = None
     if not isinstance(value, str):
         raise TokalignError(f"--prompts {path} line {number} is not a JSON object with a \"prompt\" string")
+    check_prompt_text(value, f"--prompts {path} line {number}")
     return value

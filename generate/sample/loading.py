@@ -47,6 +47,37 @@ def resolve_dtype(dtype: str, device: str):
     return getattr(torch, DTYPES[dtype])
 
 
+def native_cpu_bf16() -> bool:
+    """True when this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), where bf16 halves a step's time."""
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+BF16_CPU_MIN_WIDTH = 256  # narrower models are bound by per-op overhead, where bf16 on a CPU is slower
+
+
+def sampling_dtype(dtype: str, device: str, hidden_size: int = 0) -> str:
+    """``--dtype`` of ``generator sample``: auto is bfloat16 on a GPU, and on a CPU with native bf16 for a model
+    at least :data:`BF16_CPU_MIN_WIDTH` wide (halving the bytes a step reads); else float32."""
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        return "bfloat16"
+    return "bfloat16" if hidden_size >= BF16_CPU_MIN_WIDTH and native_cpu_bf16() else "float32"
+
+
+def hidden_size(folder: Path) -> int:
+    """The model's ``hidden_size`` from its ``config.json`` (0 when unreadable)."""
+    try:
+        return int(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("hidden_size", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
 def load_generator(folder: Path, device: str = "auto", dtype: str = "auto") -> LoadedGenerator:
     """The record, the model (eval mode, on ``device``) and the tokenizer of a generator folder."""
     record = read_record(folder)
@@ -56,9 +87,9 @@ def load_generator(folder: Path, device: str = "auto", dtype: str = "auto") -> L
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype, device))
         tokenizer = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # a truncated or damaged weights file surfaces as several library error types
         raise TokalignError(f"{folder} has a tokalign record but its model or tokenizer does not load "
-                            f"({type(exc).__name__}); save the generator again") from None
+                            f"({type(exc).__name__}: {_first_line(exc)}); save the generator again") from None
     rows = model.get_output_embeddings().weight.shape[0]
     if rows != record.layout.total_rows:
         raise TokalignError(f"{folder}: the model's output layer has {rows} rows but its record's vocabulary layout "
@@ -89,6 +120,11 @@ def corpus_for_decoding(record: GeneratorRecord, corpus: Path | None = None) -> 
         raise TokalignError("the generator's record is inconsistent (image tokenizer codebook size differs from "
                             "its vocabulary layout); save the generator again")
     return root
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else "no message"
 
 
 def _norm(value):

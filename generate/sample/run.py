@@ -1,9 +1,12 @@
 """``sample_images(config)``: the one library entry point of ``tokalign generator sample``.
 
-Checks everything a user can get wrong before loading the model (folder, prompts vs mode, output folder, the
-corpus's image tokenizer), samples in batches of ``batch_size`` images, then writes the output folder
-(:mod:`.output`) with the PNGs decoded by the same code as ``tokalign decode``. Image ``(p, s)`` (prompt p,
-sample s) is drawn from its own seed, so it is the same whatever the batch size or the other prompts.
+Everything that can fail on a finished sample is settled before sampling: the prompts vs the mode, the grid
+labels (:func:`.output.fitted_labels`), the output folder, the image tokenizer (loaded and checked by
+:mod:`.decoding`; when the generator's corpus cannot decode, a one-line notice and tokens only), the model
+weights and the prompts' token ids. Then it samples in batches of ``batch_size`` images (the fast path of
+:mod:`.fast_sampler` where the model allows), and writes the output folder in place (:mod:`.output`): the tokens
+first, then PNGs and grid, then ``samples.json``. Image ``(p, s)`` (prompt p, sample s) is drawn from its own
+seed, so it is the same whatever the batch size or the other prompts.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tokalign.align.errors import TokalignError
-from tokalign.generate.model_folder import GeneratorRecord, read_record
+from tokalign.generate.model_folder import GeneratorRecord, incomplete_reason, read_record
 from tokalign.generate.sample import output
 from tokalign.generate.sample.config import SampleConfig
 
@@ -27,9 +30,13 @@ log = logging.getLogger(__name__)
 class SampleResult:
     out: Path
     images: int
-    grid: Path
-    sampling_seconds: float  # token sampling only (model forwards and draws)
+    grid: Path | None  # None when the samples could not be decoded (tokens only)
+    sampling_seconds: float  # token sampling only (model forwards and draws, graph capture included)
     total_seconds: float
+    load_seconds: float = 0.0  # checks and model loading, before sampling
+    capture_seconds: float = 0.0  # warm-up and CUDA graph capture within sampling_seconds
+    path: str = "fast"  # "fast" (static cache) or "reference" (HF forward per step)
+    decoded: int = 0  # PNGs written
 
     @property
     def images_per_second(self) -> float:
@@ -58,73 +65,113 @@ def sample_images(config: SampleConfig) -> SampleResult:
     started = time.perf_counter()
     record = read_record(config.model)
     check_request(config, record)
-    from tokalign.generate.sample.loading import corpus_for_decoding, load_generator, resolve_device
+    damage = incomplete_reason(config.model)  # headers only: a truncated weights file is found before any work
+    if damage is not None:
+        raise TokalignError(f"{config.model}: {damage}; the generator folder is damaged, save it again (or pass "
+                            "another --model)")
+    from tokalign.generate.sample.decoding import image_decoder
+    from tokalign.generate.sample.loading import hidden_size, load_generator, resolve_device, sampling_dtype
 
-    corpus = corpus_for_decoding(record, config.corpus)
-    output.check_out(config.out, config.model, corpus)  # before any model load or sampling
-    loaded = load_generator(config.model, config.device, config.dtype)
-    tokens, prompt_index, sample_index, seeds, seconds = _sample_all(config, loaded)
-    result = _write(config, record, corpus, resolve_device(config.device), tokens, prompt_index, sample_index, seeds,
-                    seconds, started)
-    log.debug("sampled %d images in %.2f s (%.2f images/s)", result.images, seconds, result.images_per_second)
+    per_prompt, prompts = config.n, max(1, len(config.prompts))
+    labels = output.fitted_labels(config.prompts, prompts * per_prompt, per_prompt)
+    device = resolve_device(config.device)
+    corpus = config.corpus if config.corpus is not None else (Path(record.corpus) if record.corpus else None)
+    output.check_out(config.out, config.model, corpus)  # before any load or sampling
+    decoder = image_decoder(record, config.corpus, config.image_tokenizer_path, device)
+    if not decoder.decodes:
+        log.warning("%s; writing the sampled tokens only (%s), decode them later with tokalign decode --tokens",
+                    decoder.notice, config.out / output.TOKENS_FILE)
+    dtype = sampling_dtype(config.dtype, device, hidden_size(config.model))
+    loaded = load_generator(config.model, device, dtype)
+    load_seconds = time.perf_counter() - started
+    prefixes, unconditional = _prefixes(config, loaded)
+    from tokalign.align.formats.lock import writing_folder
+
+    inputs = (corpus,) if corpus is not None else ()
+    with writing_folder(config.out, output.KIND, what="generator sample", inputs=inputs, keep=(config.model,)):
+        sampled = _sample_all(config, loaded, prefixes, unconditional)
+        images = _write(config, record, decoder, labels, sampled, dtype)
+    result = SampleResult(config.out, len(sampled.tokens), config.out / output.GRID if images else None,
+                          sampled.seconds, time.perf_counter() - started, load_seconds, sampled.capture_seconds,
+                          sampled.path, images)
+    log.debug("sampled %d images in %.2f s (%.2f images/s)", result.images, sampled.seconds, result.images_per_second)
     return result
 
 
-def _sample_all(config: SampleConfig, loaded):
-    import torch
+@dataclass(frozen=True)
+class _Sampled:
+    tokens: np.ndarray
+    prompt_index: np.ndarray
+    sample_index: np.ndarray
+    seeds: list[int]
+    seconds: float
+    capture_seconds: float
+    path: str
 
-    from tokalign.align.training.progress import progress_bar
+
+def _prefixes(config: SampleConfig, loaded):
+    """Every prompt's prefix (tokenized before any sampling) and the unconditional one (None: image-only)."""
     from tokalign.generate.sample import prefix as px
-    from tokalign.generate.sample.sampler import Settings, sample_image_ids
-    from tokalign.generate.sample.seeds import sample_seed, uniforms
 
     record, layout = loaded.record, loaded.record.layout
     if record.mode == "image-only":
-        prefixes, unconditional = [px.image_only_prefix(layout)], None
-    else:
-        prefixes = [px.text_prefix(px.caption_ids(loaded.tokenizer, p, layout, record.max_caption_tokens), layout)
-                    for p in config.prompts]
-        unconditional = px.unconditional_prefix(layout)
+        return [px.image_only_prefix(layout)], None
+    prefixes = [px.text_prefix(px.caption_ids(loaded.tokenizer, p, layout, record.max_caption_tokens), layout)
+                for p in config.prompts]
+    return prefixes, px.unconditional_prefix(layout)
+
+
+def _sample_all(config: SampleConfig, loaded, prefixes, unconditional) -> _Sampled:
+    import torch
+
+    from tokalign.align.training.progress import progress_bar
+    from tokalign.generate.sample.fast_sampler import batch_sampler
+    from tokalign.generate.sample.sampler import Settings
+    from tokalign.generate.sample.seeds import sample_seed, uniforms
+
+    layout, steps = loaded.record.layout, loaded.record.tokens_per_image
     jobs = [(p, s) for p in range(len(prefixes)) for s in range(config.n)]
     seeds = [sample_seed(config.seed, p, s) for p, s in jobs]
     settings = Settings(config.temperature, config.top_k, config.top_p, config.cfg_scale)
-    steps = record.tokens_per_image
+    sample, path = batch_sampler(loaded.model, layout, settings)
+    width = max(len(p) for p in prefixes + ([unconditional] if unconditional else []))  # one shape for every batch
     chunks, bar = [], progress_bar(config.progress, desc="sample", unit="img", total=len(jobs))
     sync = torch.cuda.synchronize if next(loaded.model.parameters()).is_cuda else (lambda: None)
     sync()
     start = time.perf_counter()
     for first in range(0, len(jobs), config.batch_size):
         batch = jobs[first:first + config.batch_size]
-        ids = sample_image_ids(loaded.model, [prefixes[p] for p, _ in batch], layout=layout, steps=steps,
-                               uniforms=uniforms(seeds[first:first + len(batch)], steps), settings=settings,
-                               unconditional=unconditional)
+        ids = sample([prefixes[p] for p, _ in batch], steps=steps, uniforms=uniforms(seeds[first:first + len(batch)],
+                     steps), unconditional=unconditional, width=width)
         chunks.append((ids - layout.image_offset).cpu())
         bar.update(len(batch))
     sync()
     seconds = time.perf_counter() - start
     bar.close()
-    tokens = torch.cat(chunks).numpy()
-    return (tokens, np.array([p for p, _ in jobs]), np.array([s for _, s in jobs]), seeds, seconds)
+    return _Sampled(torch.cat(chunks).numpy(), np.array([p for p, _ in jobs]), np.array([s for _, s in jobs]), seeds,
+                    seconds, getattr(sample, "capture_seconds", 0.0), path)
 
 
-def _write(config, record, corpus, device, tokens, prompt_index, sample_index, seeds, seconds, started) -> SampleResult:
-    from PIL import Image
-
-    from tokalign.align.formats.atomic import atomic_dir
-    from tokalign.align.tokenize.decode import DecodeConfig, decode_tokens
-
-    with atomic_dir(config.out) as tmp:
-        tokens_path = output.write_tokens(tmp, tokens, prompt_index, sample_index)
-        paths = decode_tokens(DecodeConfig(out=tmp / output.IMAGES, corpus=corpus, tokens_file=tokens_path,
-                                           image_tokenizer_path=config.image_tokenizer_path, device=device))
-        images = [np.asarray(Image.open(path).convert("RGB")) for path in paths]
-        output.grid_image(images, prompt_index, config.prompts).save(tmp / output.GRID)
-        output.write_marker(tmp, {
-            "model": str(config.model.resolve()), "mode": record.mode, "grid": list(record.grid),
-            "image_tokenizer": record.image_tokenizer, "corpus": str(Path(corpus).resolve()),
-            "prompts": list(config.prompts), "settings": config.settings(),
-            "images": [{"file": f"{output.IMAGES}/{path.name}", "prompt_index": int(p), "sample_index": int(s),
-                        "seed": int(seed)} for path, p, s, seed in zip(paths, prompt_index, sample_index, seeds)],
-            "sampling_seconds": round(seconds, 4),
-            "images_per_second": round(len(tokens) / seconds, 4) if seconds > 0 else None})
-    return SampleResult(config.out, len(tokens), config.out / output.GRID, seconds, time.perf_counter() - started)
+def _write(config: SampleConfig, record: GeneratorRecord, decoder, labels, sampled: _Sampled, dtype: str) -> int:
+    """Tokens first, then the PNGs and the grid, then samples.json; returns the number of PNGs written."""
+    out = config.out
+    earlier = output.begin(out)
+    output.write_tokens(out, sampled.tokens, sampled.prompt_index, sampled.sample_index)
+    written, images = {output.TOKENS_FILE}, []
+    if decoder.decodes:
+        images = output.write_images(out, decoder.tokenizer, sampled.tokens)
+        output.grid_image(images, sampled.prompt_index, labels).save(out / output.GRID)
+        written |= {output.GRID} | {output.image_file(i) for i in range(len(images))}
+    output.remove_stale(out, earlier, written)
+    files = [output.image_file(i) if images else None for i in range(len(sampled.tokens))]
+    output.write_marker(out, {
+        "model": str(config.model.resolve()), "mode": record.mode, "grid": list(record.grid),
+        "image_tokenizer": record.image_tokenizer,
+        "corpus": str(Path(decoder.corpus).resolve()) if decoder.corpus is not None else None,
+        "decoded": decoder.decodes, "notice": decoder.notice, "prompts": list(config.prompts),
+        "settings": {**config.settings(), "dtype": dtype, "path": sampled.path},
+        "images": [{"file": f, "prompt_index": int(p), "sample_index": int(s), "seed": int(seed)}
+                   for f, p, s, seed in zip(files, sampled.prompt_index, sampled.sample_index, sampled.seeds)],
+        "sampling_seconds": round(sampled.seconds, 4),
+        "images_per_second": round(len(sampled.tokens) / sampled.seconds, 4) if sampled.seconds > 0 else None})
+    return len(images)

@@ -54,3 +54,31 @@ def test_cfg_on_a_model_without_caption_dropout_warns_on_stderr(tiny_corpus, tmp
     code, out, err = run_main(capsys, "generator", "sample", "--model", model, "--prompt", "a", "-n", 1, "--out",
                               tmp_path / "o", "--cfg-scale", 3, "--device", "cpu", "--no-progress")
     assert code == 0 and "caption dropout 0" in err
+
+
+def test_generation_time_apart_from_loading_and_undecodable_prompts_refused(generator, tmp_path, capsys):
+    code, out, err = run_main(capsys, "generator", "sample", "--model", generator, "--prompt", "a red circle", "-n", 1,
+                              "--out", tmp_path / "out", "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    assert "loaded in" in out and "sampled 1 images in" in out and "fast path" in out
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(b"fine\nbad \xc3\x28 prompt\n")
+    line = refused(capsys, "generator", "sample", "--model", generator, "--prompts", prompts, "--out", tmp_path / "o2",
+                   "--device", "cpu")
+    assert "line 2" in line and "not UTF-8" in line and not (tmp_path / "o2").exists()
+
+
+def test_a_corpus_that_cannot_decode_exits_0_with_the_tokens(tiny_corpus, tmp_path, capsys):
+    import shutil
+
+    from tiny_generator import make_tiny_generator
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    model = make_tiny_generator(tmp_path / "model", corpus)
+    shutil.rmtree(corpus)  # the corpus moved away
+    code, out, err = run_main(capsys, "generator", "sample", "--model", model, "--prompt", "a", "-n", 2, "--out",
+                              tmp_path / "o", "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    assert "writing the sampled tokens only" in err and "not decoded" in out
+    assert (tmp_path / "o" / "samples.safetensors").is_file() and not (tmp_path / "o" / "grid.png").exists()
