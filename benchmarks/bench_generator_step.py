@@ -4,17 +4,22 @@ Both train the SmolLM2-135M shape (hidden 576, 30 layers, 9 heads / 3 KV heads, 
 the generator's expanded vocabulary (65,600 rows) from random weights on the same random caption -> image
 sequences (``<doc> <text> caption </text> <image> 1,024 image tokens </image> </doc>`` padded to 1,152), the same
 micro-batch, gradient accumulation, AdamW and precision (bf16 autocast and fused AdamW on GPU, fp32 on CPU). The
-timed window excludes the first ``--warmup`` steps. Printed: tokens/s (all positions; useful non-pad tokens
-beside), MFU on a GPU with a known peak, and the ratio. Only torch, transformers and accelerate are imported (no
-faiss, gguf, diffusers or open_clip: GPU machines may lack them).
+step is the training loop's own (:func:`~tokalign.generate.train.step.train_step`: the chunked linear +
+cross-entropy, the deferred finiteness check on a GPU: no host synchronization per step). The timed window
+excludes the first ``--warmup`` steps. Printed: tokens/s (all positions; useful non-pad tokens beside), MFU on a
+GPU with a known peak, peak GPU memory, and the ratio. ``--compile`` adds a row for the step with the decoder
+layers (and, on a GPU, the loss's chunk math) compiled, with the first step's time and the compile time (first
+step minus a steady step). ``--size quick`` cuts the timed steps for a short GPU budget. Only torch,
+transformers and accelerate are imported (no faiss, gguf, diffusers or open_clip: GPU machines may lack them).
 
-    python benchmarks/bench_generator_step.py                                  # full shape (GPU)
+    python benchmarks/bench_generator_step.py --size quick --compile                 # full shape (GPU), ~90 s
     python benchmarks/bench_generator_step.py --device cpu --layers 2 --micro-batch 1 --batch 2 --steps 3
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 
 import numpy as np
@@ -22,10 +27,13 @@ import torch
 
 from tokalign.align.formats.generator_init import VocabLayout
 from tokalign.generate.sequences.buckets import bucket_of
-from tokalign.generate.train.step import MicroBatch, train_step
+from tokalign.generate.train.compiling import compile_model
+from tokalign.generate.train.finite_guard import FiniteGuard
+from tokalign.generate.train.step import LossOptions, MicroBatch, train_step
 from tokalign.generate.train.throughput import device_peak_flops, model_shape
 
 LAYOUT = VocabLayout(49152, 16384)  # SmolLM2's text rows + a MoVQ-sized codebook -> 65,600 rows
+SIZES = {"full": {}, "quick": {"steps": 4, "warmup": 1}}  #: --size: overrides of --steps / --warmup
 
 
 def build_model(layers: int, seq_len: int, seed: int = 0):
@@ -51,7 +59,7 @@ def sequences(n: int, seq_len: int, image_tokens: int, seed: int = 0) -> np.ndar
     return rows
 
 
-def bench_ours(args, rows: np.ndarray) -> dict:
+def bench_ours(args, rows: np.ndarray, compiled: bool = False) -> dict:
     from tokalign.align.training.accelerator import build_accelerator
 
     acc = build_accelerator(args.device, mixed_precision="bf16" if args.bf16 else "no")
@@ -61,25 +69,50 @@ def bench_ours(args, rows: np.ndarray) -> dict:
     rest = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
                                   lr=3e-4, betas=(0.9, 0.95), fused=acc.device.type == "cuda" or None)
-    if args.compile:
-        model = torch.compile(model)
+    comp = compile_model(model, acc.device) if compiled else None
     model, optimizer = acc.prepare(model, optimizer)
     model.train()
     params = list(model.parameters())
+    guard = FiniteGuard.for_run(optimizer, acc.device)
+    batches = _micro_batches(args, rows, acc.device)
+
+    def step(i: int, loss: LossOptions):
+        return train_step(acc, model, optimizer, params, batches, step=i, lr=3e-4, grad_clip=1.0, guard=guard,
+                          loss=loss)
+
+    _reset_memory(acc.device)
+    first = 0
+    if comp is not None:
+        comp.first_step(lambda loss: step(0, loss), optimizer, acc.device)
+        first = 1
+    options = comp.options if comp is not None else LossOptions()
+    start = None
+    for i in range(first, args.warmup + args.steps):
+        if i == args.warmup:
+            _sync(acc.device)
+            start = time.perf_counter()
+        step(i, options)
+    guard.check()
+    _sync(acc.device)
+    out = _figures(time.perf_counter() - start, args, rows, shape, acc.device)
+    if comp is not None:
+        out["first_step_s"] = comp.first_seconds
+        out["compile_s"] = comp.first_seconds - out["seconds"] / args.steps
+        out["compile_failed"] = comp.failed
+    del model, optimizer, params, batches
+    _free(acc.device)
+    return out
+
+
+def _micro_batches(args, rows: np.ndarray, device) -> list[MicroBatch]:
     tokens = torch.from_numpy(rows)
     batches = []
     for lo in range(0, args.batch, args.micro_batch):
-        t = tokens[lo:lo + args.micro_batch].to(acc.device)
+        t = tokens[lo:lo + args.micro_batch]
         b = bucket_of(t, LAYOUT)
-        batches.append(MicroBatch(t, b, int((t != LAYOUT.pad_id).sum()), int((b[:, 1:] >= 0).sum())))
-    start = None
-    for step in range(args.warmup + args.steps):
-        if step == args.warmup:
-            _sync(acc.device)
-            start = time.perf_counter()
-        train_step(acc, model, optimizer, params, batches, step=step, lr=3e-4, grad_clip=1.0)
-    _sync(acc.device)
-    return _figures(time.perf_counter() - start, args, rows, shape, acc.device)
+        batches.append(MicroBatch(t.to(device), b.to(device), int((t != LAYOUT.pad_id).sum()),
+                                  int((b[:, 1:] >= 0).sum())))
+    return batches
 
 
 def bench_trainer(args, rows: np.ndarray) -> dict:
@@ -118,15 +151,21 @@ def bench_trainer(args, rows: np.ndarray) -> dict:
                               bf16=args.bf16, use_cpu=device.type == "cpu", report_to=[], save_strategy="no",
                               logging_strategy="no", eval_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
                               optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch",
-                              torch_compile=args.compile, seed=0)
-    Trainer(model=model, args=targs, train_dataset=Data(), callbacks=[Clock()]).train()
-    return _figures(Clock.end - Clock.start, args, rows, shape, device)
+                              torch_compile=args.compile_trainer, seed=0)
+    _reset_memory(device)
+    trainer = Trainer(model=model, args=targs, train_dataset=Data(), callbacks=[Clock()])
+    trainer.train()
+    out = _figures(Clock.end - Clock.start, args, rows, shape, device)
+    del trainer, model
+    _free(device)
+    return out
 
 
 def _figures(seconds: float, args, rows: np.ndarray, shape, device) -> dict:
     tokens = args.steps * args.batch * args.seq_len
     useful = args.steps * int((rows != LAYOUT.pad_id).sum())
-    out = {"tokens_per_s": tokens / seconds, "useful_tokens_per_s": useful / seconds, "seconds": seconds, "mfu": None}
+    out = {"tokens_per_s": tokens / seconds, "useful_tokens_per_s": useful / seconds, "seconds": seconds, "mfu": None,
+           "peak_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None}
     peak = device_peak_flops(device)
     if peak:
         out["mfu"] = tokens * shape.flops_per_token(args.seq_len) / seconds / peak
@@ -135,7 +174,29 @@ def _figures(seconds: float, args, rows: np.ndarray, shape, device) -> dict:
 
 def _sync(device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
+
+
+def _reset_memory(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _free(device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _line(name: str, r: dict, steps: int) -> str:
+    mfu = f"   MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
+    mem = f"   peak {r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else ""
+    text = (f"{name:>14}: {r['tokens_per_s']:>10,.0f} tokens/s ({r['useful_tokens_per_s']:,.0f} useful)   "
+            f"{r['seconds'] / steps:.3f} s/step{mfu}{mem}")
+    if "compile_s" in r:
+        text += f"   first step {r['first_step_s']:.1f} s, compile ~{r['compile_s']:.1f} s"
+        text += f" (FAILED, ran eager: {r['compile_failed']})" if r["compile_failed"] else ""
+    return text
 
 
 def main() -> None:
@@ -148,10 +209,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64, help="sequences per optimizer step (accumulated)")
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--size", choices=tuple(SIZES), default="full", help="quick: 4 timed steps after 1 warm-up")
+    p.add_argument("--compile", action="store_true", help="also time the step with torch.compile (and print its "
+                   "compile time)")
+    p.add_argument("--compile-trainer", action="store_true", help="torch_compile=True for the Trainer too")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--only", choices=("ours", "trainer"), default=None)
+    p.add_argument("--only", choices=("ours", "compiled", "trainer"), default=None)
     args = p.parse_args()
+    for key, value in SIZES[args.size].items():
+        setattr(args, key, value)
     if args.threads:
         torch.set_num_threads(args.threads)
     gpu = args.device != "cpu" and torch.cuda.is_available()
@@ -163,16 +229,21 @@ def main() -> None:
     flops = model_shape(build_model(args.layers, args.seq_len)).flops_per_token(args.seq_len)
     print(f"SmolLM2-135M shape, {args.layers} layers, vocab {LAYOUT.total_rows:,}, seq {args.seq_len}, micro-batch "
           f"{args.micro_batch}, {args.batch} sequences/step, {'bf16' if gpu else 'fp32'}, on {where}; "
-          f"{flops / 1e9:.2f} GFLOP/token")
+          f"{flops / 1e9:.2f} GFLOP/token; torch {torch.__version__}", flush=True)
+    runs = [("ours", lambda: bench_ours(args, rows))]
+    if args.compile:
+        runs.append(("ours compiled", lambda: bench_ours(args, rows, compiled=True)))
+    runs.append(("trainer", lambda: bench_trainer(args, rows)))
     results = {}
-    for name, bench in (("ours", bench_ours), ("trainer", bench_trainer)):
-        if args.only in (None, name):
-            results[name] = r = bench(args, rows)
-            mfu = f"   MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
-            print(f"{name:>8}: {r['tokens_per_s']:>10,.0f} tokens/s ({r['useful_tokens_per_s']:,.0f} useful)   "
-                  f"{r['seconds'] / args.steps:.3f} s/step{mfu}", flush=True)
-    if len(results) == 2:
-        print(f"   ratio: {results['ours']['tokens_per_s'] / results['trainer']['tokens_per_s']:.2f}x the plain Trainer")
+    for name, bench in runs:
+        if args.only in (None, name.replace("ours ", "")):
+            results[name] = bench()
+            print(_line(name, results[name], args.steps), flush=True)
+    if "trainer" in results:
+        peer = results["trainer"]["tokens_per_s"]
+        for name in ("ours", "ours compiled"):
+            if name in results:
+                print(f"   ratio: {name} {results[name]['tokens_per_s'] / peer:.2f}x the plain Trainer")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,10 @@ class TokenBags:
         return TokenBags(move(self.crow), move(self.ids), move(self.weights), move(self.crow_t),
                          move(self.rows_t), move(self.weights_t), self.codebook_size)
 
+    def image_vectors(self, table: torch.Tensor) -> torch.Tensor:
+        """:func:`image_vectors` of these bags (the method every batch kind offers the table)."""
+        return image_vectors(table, self)
+
     def matrix(self) -> torch.Tensor:
         """The (batch, codebook) sparse CSR matrix ``H``."""
         return _csr(self.crow, self.ids, self.weights, (self.batch_size, self.codebook_size))

@@ -57,6 +57,15 @@ class CaptionIds:
         """L2-normalized caption vectors (len(indices), d) on ``embeddings.device``."""
         return caption_vectors(embeddings, *self.batch(indices))
 
+    def all_vectors(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Every item's caption vector (items, d) on ``embeddings.device``, each equal to :meth:`vectors`'s."""
+        if self._ids is not None:
+            return caption_vectors(embeddings, self._ids, self._offsets)
+        out = embeddings.new_empty((self.corpus.items, embeddings.shape[1]), dtype=torch.float32)
+        for start, _, ids, offsets in self.corpus.iter_caption_shards():
+            out[start:start + len(offsets) - 1] = caption_vectors(embeddings, ids, np.asarray(offsets, dtype=np.int64))
+        return out
+
 
 def open_caption_ids(corpus, lm, tokenize, run_dir: Path, build: bool = True) -> CaptionIds:
     """The fit's caption ids for ``lm``, checked; ``build=False`` (non-main processes) only opens a cache."""

@@ -14,16 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tokalign.align.training.seeds import FIT_ORDER_TAG, mix64
+
 ROUNDS = 6
-_ORDER_TAG = 0x0DE5
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer on uint64 arrays (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
 
 
 def round_keys(*words: int) -> np.ndarray:
@@ -40,7 +33,7 @@ def _feistel(x: np.ndarray, half: int, keys: np.ndarray) -> np.ndarray:
     left, right = x >> np.uint64(half), x & mask
     with np.errstate(over="ignore"):
         for key in keys:
-            left, right = right, left ^ (_mix(right + key) & mask)
+            left, right = right, left ^ (mix64(right + key) & mask)
     return (left << np.uint64(half)) | right
 
 
@@ -73,7 +66,7 @@ class EpochOrder:
         self._rank_to_item = rank_to_item if rank_to_item is not None else (lambda r: r)
 
     def epoch_keys(self, epoch: int) -> np.ndarray:
-        return round_keys(self.seed, _ORDER_TAG, epoch)
+        return round_keys(self.seed, FIT_ORDER_TAG, epoch)
 
     def batch(self, step: int) -> np.ndarray:
         """Corpus indices (int64, ``batch_size``) of step ``step``'s global batch."""
@@ -81,3 +74,17 @@ class EpochOrder:
         lo = position * self.batch_size
         ranks = permute(np.arange(lo, lo + self.batch_size), self.train_items, self.epoch_keys(epoch))
         return self._rank_to_item(ranks)
+
+    def batches(self, start: int, count: int) -> np.ndarray:
+        """``(count, batch_size)`` corpus indices of steps ``start .. start+count-1``: ``batch(s)`` stacked,
+        one permutation call per epoch touched (the vectorized form a device-side loader asks for ahead)."""
+        out = np.empty((count, self.batch_size), dtype=np.int64)
+        step = start
+        while step < start + count:
+            epoch, position = divmod(step, self.steps_per_epoch)
+            n = min(self.steps_per_epoch - position, start + count - step)
+            lo = position * self.batch_size
+            ranks = permute(np.arange(lo, lo + n * self.batch_size), self.train_items, self.epoch_keys(epoch))
+            out[step - start:step - start + n] = np.asarray(self._rank_to_item(ranks)).reshape(n, self.batch_size)
+            step += n
+        return out

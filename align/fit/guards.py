@@ -2,7 +2,7 @@
 
 * :func:`check_finite_loss` runs before every optimizer step: a NaN or infinite loss stops the fit with one
   line naming the step, the learning rate and the fix (a lower ``--lr``), instead of training on into an
-  all-NaN table.
+  all-NaN table.  :class:`LossWatch` makes that check on a GPU without waiting on the device each step.
 * :func:`clamp_logit_scale_` keeps the learnable logit scale in open_clip's range ``[0, ln 100]`` on both
   sides (temperature between 0.01 and 1); from above only, a large learning rate drives it down without bound.
 * :func:`~tokalign.align.formats.corpus.corpus_fingerprint` (owned by the corpus format) identifies a corpus
@@ -11,7 +11,7 @@
 * :func:`carry_final_figures`: a run killed after its last checkpoint but before ``summary.json`` resumes with
   no step left to train; its final loss and throughput are then carried from the last ``metrics.jsonl`` row,
   so the summary never reports NaN.
-* :func:`check_seed`: seeds are unsigned 64-bit (torch's and numpy's generators).
+* :func:`check_seed` (owned by :mod:`tokalign.align.training.seeds`): seeds are unsigned 64-bit.
 """
 
 from __future__ import annotations
@@ -25,22 +25,46 @@ from typing import Any
 from tokalign.align.errors import TokalignError
 from tokalign.align.formats.corpus import corpus_fingerprint  # noqa: F401  (the format owns it)
 from tokalign.align.formats.faults import crash_point
+from tokalign.align.training.seeds import SEED_LIMIT, check_seed  # noqa: F401  (the seeds module owns them)
 
 MIN_LOGIT_SCALE = 0.0
-SEED_LIMIT = 2 ** 64
-
-
-def check_seed(seed: int, option: str = "--seed") -> int:
-    """``seed`` when it is an integer in ``0 .. 2**64 - 1``; else a one-line error."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-        raise TokalignError(f"{option} {seed} is outside 0..{SEED_LIMIT - 1} (seeds are unsigned 64-bit); pass a smaller one")
-    return seed
 
 
 def check_finite_loss(loss: Any, step: int, lr: float, peak_lr: float) -> None:
     """Refuse to take optimizer step ``step`` (1-based) on a non-finite loss (a torch scalar)."""
     crash_point(f"fit:step:{step}")
-    value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+    _refuse_non_finite(float(loss.detach()) if hasattr(loss, "detach") else float(loss), step, lr, peak_lr)
+
+
+class LossWatch:
+    """:func:`check_finite_loss` for every step, at once (``every_step``: on a CPU reading a loss costs nothing)
+    or at the next :meth:`flush` (on a GPU the losses stay on the device until the loop reads them anyway:
+    before it logs, evaluates, checkpoints or ends), still naming the first step whose loss was not finite.
+    A deferred failure has let the optimizer step on; the fit stops before anything is written from it."""
+
+    def __init__(self, every_step: bool, peak_lr: float) -> None:
+        self.every_step, self.peak_lr, self.pending = every_step, peak_lr, []
+
+    def record(self, loss: Any, step: int, lr: float) -> None:
+        if self.every_step:
+            check_finite_loss(loss, step, lr, self.peak_lr)
+            return
+        crash_point(f"fit:step:{step}")
+        self.pending.append((step, lr, loss.detach()))
+
+    def flush(self) -> None:
+        """Read every pending loss at once (one wait for the device) and refuse the first non-finite one."""
+        if not self.pending:
+            return
+        import torch
+
+        pending, self.pending = self.pending, []
+        values = torch.stack([loss.float() for _, _, loss in pending]).cpu().tolist()
+        for (step, lr, _), value in zip(pending, values):
+            _refuse_non_finite(value, step, lr, self.peak_lr)
+
+
+def _refuse_non_finite(value: float, step: int, lr: float, peak_lr: float) -> None:
     if not math.isfinite(value):
         raise TokalignError(f"the loss is {value} at step {step} (learning rate {lr:.3g}): the fit diverged; start a "
                             f"new --run with a lower --lr (e.g. {peak_lr / 10:.3g}) or more --warmup-steps")

@@ -11,10 +11,12 @@ process takes its slice of every global batch and the loss gathers features
 across processes with gradient, so the trajectory does not depend on the
 number of processes.
 
-Nothing held in memory grows with the corpus: batches come from the
+Nothing held in host memory grows with the corpus: batches come from the
 memory-mapped corpus in a per-epoch bijective order (``data_order.py``),
 caption vectors are computed per batch (``caption_ids.py``), the held-out
-split is O(holdout) (``split.py``).  Every ``--eval-every`` steps the held-out
+split is O(holdout) (``split.py``); on a GPU the batch's token counts are
+built on the device, from a copy of the corpus held there when it fits
+(``batches.py``).  Every ``--eval-every`` steps the held-out
 loss and recall go to ``metrics.jsonl`` (``evaluate.py``, ``curves.py``).
 """
 
@@ -23,8 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,8 @@ import torch
 from tokalign.align.formats import atomic
 from tokalign.align.formats import run_folder as rd
 from tokalign.align.fit.allocator import reuse_large_blocks
-from tokalign.align.fit.bags import bags_from_token_tensor, bags_from_tokens
+from tokalign.align.fit.batches import local_slice, open_batches
+from tokalign.align.fit.clock import Clock as _Clock
 from tokalign.align.fit.caption_ids import open_caption_ids
 from tokalign.align.fit.curves import best_heldout, heldout_row, heldout_verdict
 from tokalign.align.fit.data_order import EpochOrder
@@ -68,6 +69,7 @@ class FitResult:
     pairs_per_s: float
     main_process: bool = True
     best_heldout: dict | None = None  # the evaluation with the lowest held-out loss (curves.best_heldout)
+    steady_pairs_per_s: float = 0.0  # after the first logged window, evaluations and checkpoints left out
 
     @property
     def temperature(self) -> float:
@@ -128,7 +130,7 @@ def _fit(config: FitConfig) -> FitResult:
     accelerator.wait_for_everyone()
     scale = accelerator.unwrap_model(model).logit_scale.item()
     return FitResult(config.run_dir, loop.step, finished, last_loss, scale, retrieval, pairs_per_s,
-                     accelerator.is_main_process, best)
+                     accelerator.is_main_process, best, loop.steady_pairs_per_s)
 
 
 # ------------------------------------------------------------------ set-up
@@ -172,7 +174,8 @@ def _already_finished(config: FitConfig, checkpoint: Path) -> FitResult | None:
         return None
     summary = rd.read_json(summary_path)
     return FitResult(config.run_dir, config.steps, True, summary["final_loss"], summary["logit_scale"],
-                     summary.get("holdout"), summary["pairs_per_s"], best_heldout=summary.get("best_heldout"))
+                     summary.get("holdout"), summary["pairs_per_s"], best_heldout=summary.get("best_heldout"),
+                     steady_pairs_per_s=summary.get("pairs_per_s_steady") or 0.0)
 
 
 def _open_captions(config: FitConfig, accelerator, corpus: Corpus, lm, tokenize):
@@ -234,10 +237,13 @@ def _write_config(config: FitConfig, corpus: Corpus, lm, split: Split, world: in
 
 # ------------------------------------------------------------------ the loop
 class _Loop:
-    """The optimizer steps, with batches (bags and caption vectors) prepared one step ahead on a worker thread.
+    """The optimizer steps, fed by a batch source (batches.py): on a CPU bags and caption vectors prepared one
+    step ahead on a worker thread, on a GPU token counts and caption vectors built on the device.
 
-    Memory does not grow with the corpus: a step reads its batch's image tokens and caption ids from the
-    memory-mapped corpus (or caption cache), and the data order is a per-epoch bijection (data_order.py).
+    Host memory does not grow with the corpus: a step reads its batch's image tokens and caption ids from the
+    memory-mapped corpus (or caption cache), and the data order is a per-epoch bijection (data_order.py); on a
+    GPU a corpus within the device budget is held there (device_batches.py).  No step waits on the host
+    for its loss: non-finite losses are caught at the next flush, naming their step (guards.LossWatch).
     Every ``eval_interval`` steps and at the last step the main process evaluates the held-out pairs and logs
     a ``heldout_*`` row (curves.py).
     """
@@ -250,66 +256,65 @@ class _Loop:
         self.steps_per_epoch = self.order.steps_per_epoch
         self.step = 0
         self.final_eval: dict | None = None
+        self.steady_pairs_per_s = 0.0
+        self._logit_scale = accelerator.unwrap_model(model).logit_scale
 
-    def _local_indices(self, step: int) -> np.ndarray:
-        batch = self.order.batch(step)
-        share = self.config.batch_size // self.acc.num_processes
-        return batch[self.acc.process_index * share:(self.acc.process_index + 1) * share]
-
-    def _prepare(self, step: int):
-        """(bags, caption vectors) of a step; on a GPU the bags are built there (the CPU would bound the step)."""
-        indices = self._local_indices(step)
-        tokens = self.corpus.image_tokens(indices)
-        if self.acc.device.type == "cuda":
-            bags = bags_from_token_tensor(torch.from_numpy(tokens.astype(np.int64)).to(self.acc.device), self.corpus.codebook_size)
-        else:
-            bags = bags_from_tokens(tokens, self.corpus.codebook_size)
-        return bags, self.captions.vectors(self.embeddings, indices)
+    def _local_batches(self, first: int, count: int) -> np.ndarray:
+        """This process's corpus indices of steps ``first .. first+count-1``, (count, local batch)."""
+        return local_slice(self.order.batches(first, count), self.acc.process_index, self.acc.num_processes)
 
     def run(self, start: int) -> tuple[float, float]:
+        """Train steps ``start ..``; return the last logged loss and the invocation's pairs/s (evaluations and
+        checkpoints included; ``self.steady_pairs_per_s`` leaves them and the first logged window out)."""
         cfg = self.config
         self.step = start
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
         metrics = MetricsLog(cfg.run_dir / rd.METRICS, start) if self.acc.is_main_process else None
         bar = progress_bar(cfg.progress and self.acc.is_main_process, desc="fit", unit="step", total=cfg.steps,
                            initial=start)
-        loss_value, pairs_per_s, window_start, window_steps = float("nan"), 0.0, time.perf_counter(), 0
-        run_start = window_start
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            upcoming = pool.submit(self._prepare, start) if start < end else None
+        self.watch = guards.LossWatch(every_step=self.acc.device.type != "cuda", peak_lr=cfg.lr)
+        loss_value, pairs_per_s = float("nan"), 0.0
+        batches = open_batches(self.corpus, self.captions, self.embeddings, self._local_batches, start, end)
+        clock = _Clock(cfg.batch_size)  # after the set-up (on a GPU: the corpus copied there)
+        try:
             for step in range(start, end):
-                bags, text = upcoming.result()
-                if step + 1 < end:
-                    upcoming = pool.submit(self._prepare, step + 1)
-                loss = self._train_step(step, bags, text)
-                self.step, window_steps = step + 1, window_steps + 1
+                batch, text = batches.get(step)
+                loss = self._train_step(step, batch, text)
+                self.step = step + 1
+                clock.tick()
                 if self.step % cfg.log_every == 0 or self.step == end:
-                    elapsed = time.perf_counter() - window_start
-                    pairs_per_s = window_steps * cfg.batch_size / max(elapsed, 1e-9)
+                    self.watch.flush()
                     loss_value = float(self.acc.reduce(loss.detach(), reduction="mean"))
+                    pairs_per_s = clock.window()
                     self._log(metrics, bar, step, loss_value, pairs_per_s)
-                    window_start, window_steps = time.perf_counter(), 0
                 if self._eval_due():
-                    self._evaluate(metrics)
+                    with clock.paused(self.watch):
+                        self._evaluate(metrics)
                 if self.step % cfg.checkpoint_every == 0 or self.step == end:
-                    self._checkpoint()
+                    with clock.paused(self.watch):
+                        self._checkpoint()
+        finally:
+            batches.close()
         bar.close()
+        self.steady_pairs_per_s = clock.steady()
         if end > start:  # report the whole invocation's throughput, not the last window's
-            pairs_per_s = (end - start) * cfg.batch_size / max(time.perf_counter() - run_start, 1e-9)
+            pairs_per_s = clock.overall(end - start)
+            log.info("fit: %s pairs/s overall (%d steps), %s pairs/s steady (after the first logged window, without "
+                     "evaluations and checkpoints)", f"{pairs_per_s:,.0f}", end - start, f"{self.steady_pairs_per_s:,.0f}")
         return loss_value, pairs_per_s
 
-    def _train_step(self, step: int, bags, text: torch.Tensor) -> torch.Tensor:
+    def _train_step(self, step: int, batch, text: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         lr = lr_at(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.steps, floor_ratio=cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        image, logit_scale = self.model(bags.to(self.acc.device))
+        image, logit_scale = self.model(batch)
         loss = clip_loss(image, text, logit_scale)
-        guards.check_finite_loss(loss, step + 1, lr, cfg.lr)
+        self.watch.record(loss, step + 1, lr)  # on a GPU read at the next flush: no wait on the host here
         self.acc.backward(loss)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        guards.clamp_logit_scale_(self.acc.unwrap_model(self.model).logit_scale, cfg.max_logit_scale)
+        guards.clamp_logit_scale_(self._logit_scale, cfg.max_logit_scale)
         self._lr = lr
         return loss
 
@@ -367,5 +372,6 @@ def _finish(config, accelerator, model, corpus, loop: _Loop, lm, last_loss, pair
     best = best_heldout(rows)
     atomic.write_json(config.run_dir / rd.SUMMARY, {
         "steps": config.steps, "final_loss": last_loss, "logit_scale": scale, "temperature": math.exp(-scale),
-        "pairs_per_s": pairs_per_s, "holdout": retrieval, "best_heldout": best, "heldout_verdict": heldout_verdict(rows)})
+        "pairs_per_s": pairs_per_s, "pairs_per_s_steady": loop.steady_pairs_per_s, "holdout": retrieval,
+        "best_heldout": best, "heldout_verdict": heldout_verdict(rows)})
     return retrieval, best

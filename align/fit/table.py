@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tokalign.align.fit.bags import TokenBags, image_vectors
+from tokalign.align.fit.bags import TokenBags
 from tokalign.align.fit.loss import normalize
+from tokalign.align.fit.token_counts import TokenCounts
 from tokalign.align.formats import atomic
 from tokalign.align.formats import run_folder as rd
 
@@ -30,9 +31,9 @@ class ImageTokenTable(nn.Module):
         self.weight = nn.Parameter(torch.randn(codebook_size, d_model, generator=generator) * std)
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
 
-    def forward(self, bags: TokenBags) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalized image vectors for a batch of bags, and the logit scale."""
-        return normalize(image_vectors(self.weight, bags)), self.logit_scale
+    def forward(self, batch: TokenBags | TokenCounts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized image vectors for a batch (bags on a CPU, dense counts on a GPU), and the logit scale."""
+        return normalize(batch.image_vectors(self.weight)), self.logit_scale
 
 
 def save_table(path: str | os.PathLike, weight: torch.Tensor, logit_scale: float, metadata: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from tokalign.generate.config import GeneratorTrainConfig
 from tokalign.generate.model.base import load_base_lm
 from tokalign.generate.model.diagnostics import step0_diagnostics
 from tokalign.generate.model.freeze import apply_freeze, merge_split_rows
+from tokalign.generate.model.heads import HEADS, calibration_rows
 from tokalign.generate.model.init_modes import InitRequest, initialize
 from tokalign.generate.model_folder import GeneratorRecord
 from tokalign.generate.sequences.buckets import bucket_table
@@ -73,8 +74,11 @@ def prepare(config: GeneratorTrainConfig, accelerator) -> Prepared:
     base = load_base_lm(m.lm, num_layers=m.num_layers)
     layout = VocabLayout(base.text_rows, corpus.codebook_size)
     text_sha = tokenizer_fingerprint(base.tokenizer)
+    calibration = calibration_rows(corpus, train_items, layout, seq_len=d.seq_len, mode=d.mode) \
+        if HEADS[m.head].needs_calibration else None
     result = initialize(base, m.init, InitRequest(layout, seed=config.run.seed, init_from=m.init_from,
-                                                  image_tokenizer=corpus.image_tokenizer, untie=m.untie))
+                                                  image_tokenizer=corpus.image_tokenizer, untie=m.untie,
+                                                  head=m.head, calibration=calibration))
     model = result.model
     freeze = apply_freeze(model, m.train_only, text_rows=layout.text_rows)
     model.set_attn_implementation("sdpa")

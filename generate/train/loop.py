@@ -26,15 +26,17 @@ from tokalign.align.training.schedule import lr_at
 from tokalign.generate.config import GeneratorTrainConfig
 from tokalign.generate.train import run_folder as rf
 from tokalign.generate.train.build import Prepared, prepare
+from tokalign.generate.train.compiling import compile_model, wants_compile
 from tokalign.generate.train.data import micro_batch
 from tokalign.generate.train.evaluate import evaluate
+from tokalign.generate.train.finite_guard import FiniteGuard
 from tokalign.generate.train.loss import LossSums
 from tokalign.generate.train.optim import build_optimizer, parameter_counts
 from tokalign.generate.train.plan import StepPlan
 from tokalign.generate.train.reporting import Reporter
 from tokalign.generate.train.save import save_model_folder
 from tokalign.generate.train.sharded_checkpoint import load_sharded, save_sharded
-from tokalign.generate.train.step import train_step
+from tokalign.generate.train.step import LossOptions, train_step
 from tokalign.generate.train.throughput import Throughput, device_peak_flops, model_shape
 
 log = logging.getLogger(__name__)
@@ -63,10 +65,14 @@ def train(config: GeneratorTrainConfig) -> TrainResult:
     rf.resume_point(run, config.run.resume)
     with rf.writing_run(run, inputs, accelerator.is_main_process):
         resume_from = rf.resume_point(run, config.run.resume)  # again, now that the folder is ours
+        if resume_from is not None:  # the settings, the corpus (by content) and the LM, before any load
+            rf.check_resume_record(config.run.run_dir, config.trajectory(), {})
+            rf.check_resume_inputs(run, rf.input_identities(config.data.corpus, config.model.lm))
         if resume_from is not None and (done := _already_finished(config, resume_from)) is not None:
             return done
-        if resume_from is not None:
-            rf.check_resume_record(config.run.run_dir, config.trajectory(), {})
+        rf.check_seq_len(config.data.seq_len, config.model.lm)
+        if accelerator.is_main_process:  # the sequences are a cache: a stale one is rebuilt, never refused
+            rf.drop_stale_sequences(run, config.data, config.model.lm, fresh=resume_from is None)
         prepared = prepare(config, accelerator)
         if resume_from is not None:
             rf.check_resume_record(config.run.run_dir, {}, prepared.identities)
@@ -93,12 +99,19 @@ def _check_tracker(name: str) -> None:
 
 
 def _already_finished(config: GeneratorTrainConfig, checkpoint: Path) -> TrainResult | None:
-    run = config.run.run_dir
-    if checkpoint.name != f"step_{config.optim.steps}" or not (run / rf.SUMMARY).is_file() or not (run / rf.MODEL).is_dir():
-        return None
-    import json
+    """The finished run's result, or None when something is left to do (a damaged or missing model folder is
+    rebuilt from the last checkpoint)."""
+    from tokalign.generate.model_folder import incomplete_reason
 
-    summary = json.loads((run / rf.SUMMARY).read_text(encoding="utf-8"))
+    run = config.run.run_dir
+    if checkpoint.name != f"step_{config.optim.steps}":
+        return None
+    summary = rf.read_summary(run)
+    damage = incomplete_reason(run / rf.MODEL)
+    if summary is None or damage is not None:
+        if damage is not None and (run / rf.MODEL).exists():
+            log.warning("%s is incomplete (%s); saving it again from %s", run / rf.MODEL, damage, checkpoint.name)
+        return None
     log.info("%s already finished all %d steps; nothing to resume", run, config.optim.steps)
     return TrainResult(run, config.optim.steps, True, summary.get("step0", {}), summary.get("final", {}),
                        summary.get("tokens_per_s", 0.0))
@@ -118,9 +131,12 @@ class _Run:
         self.counts = {"trainable": trainable, "total": total}
         shape = model_shape(model)
         self.optimizer = build_optimizer(model, config.optim, accelerator.device)
-        if config.run.compile:
-            model = torch.compile(model)
+        self.sharded = str(accelerator.distributed_type).endswith("FSDP")
+        self.loss = LossOptions(fused=not self.sharded)
+        self.compiled = compile_model(model, accelerator.device, fused=not self.sharded) \
+            if wants_compile(config.run.compile, accelerator.device) else None
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        self.guard = FiniteGuard.for_run(self.optimizer, accelerator.device, allow=not self.sharded)
         self.params = list(self.model.parameters())
         self.plan = StepPlan(prepared.train_items, config.global_sequences, config.optim.micro_batch,
                              accelerator.num_processes, accelerator.process_index, config.run.seed)
@@ -128,7 +144,6 @@ class _Run:
                                      device_peak_flops(accelerator.device), accelerator.num_processes)
         self.window = LossSums.zeros(accelerator.device)
         self.step = 0
-        self.sharded = str(accelerator.distributed_type).endswith("FSDP")
         if self.sharded and config.model.train_only == "new-rows":
             raise TokalignError("--train-only new-rows splits the embedding tables, which FSDP does not shard here; "
                                 "run it with DDP (`accelerate launch --multi_gpu`) or one process")
@@ -155,6 +170,9 @@ class _Run:
         for step in range(start, end):
             result = self._step(step)
             self.step = step + 1
+            if self.step == end or not (self.step % cfg.run.log_every and self.step % cfg.run.eval_every
+                                        and self.step % cfg.run.checkpoint_every):
+                self.guard.check()  # before any figure is logged or any weight saved (waits for the device)
             self.window.add_(result.sums)
             self.throughput.add(result.useful, result.padded)
             if self.step % cfg.run.log_every == 0 or self.step == end:
@@ -170,8 +188,7 @@ class _Run:
         finished = self.step >= cfg.optim.steps
         final = {}
         if finished:
-            final = self._evaluate()
-            reporter.heldout(self.step, final)
+            final, rate = self._final(start, rate, reporter)
             self._finish(step0 or {}, final, rate)
         reporter.close()
         acc.wait_for_everyone()
@@ -185,8 +202,14 @@ class _Run:
         torch.manual_seed(_step_seed(self.cfg.run.seed, step, self.acc.process_index))
         epoch = self.plan.epoch(step)
         batches = [micro_batch(self.p.source, idx, epoch, self.acc.device) for idx in self.plan.local_micro_batches(step)]
-        return train_step(self.acc, self.model, self.optimizer, self.params, batches, step=step, lr=self._lr(step),
-                          grad_clip=self.cfg.optim.grad_clip)
+        def run(loss: LossOptions):
+            return train_step(self.acc, self.model, self.optimizer, self.params, batches, step=step, lr=self._lr(step),
+                              grad_clip=self.cfg.optim.grad_clip, guard=self.guard, loss=loss)
+        if self.compiled is None:
+            return run(self.loss)
+        if not self.compiled.proven:
+            return self.compiled.first_step(run, self.optimizer, self.acc.device)
+        return run(self.compiled.options)
 
     def _evaluate(self) -> dict:
         return evaluate(self.acc, self.model, self.p.source, self.p.holdout_items, self.cfg.optim.micro_batch,
@@ -221,8 +244,9 @@ class _Run:
         self.acc.wait_for_everyone()
 
     def _write_record(self) -> None:
+        inputs = rf.input_identities(self.cfg.data.corpus, self.cfg.model.lm)
         rf.write_record(self.run_dir, {"config": self.cfg.to_json(), "trajectory": self.cfg.trajectory(),
-                                       "identities": self.p.identities, "layout": self.p.layout.to_json(),
+                                       "identities": self.p.identities, "inputs": inputs, "layout": self.p.layout.to_json(),
                                        "init": self.p.provenance, "parameters": self.counts,
                                        "processes": self.acc.num_processes})
 
@@ -236,18 +260,31 @@ class _Run:
             return {}
         return {k: v for k, v in heldout.items() if k != "image_uniform_loss"}
 
+    def _final(self, start: int, rate: float, reporter: Reporter) -> tuple[dict, float]:
+        """The final held-out figures and the run's rate, measured and logged once: an invocation that only
+        finishes the save (a resume after a kill during it) reuses the logged row and the recorded rate."""
+        if start == self.cfg.optim.steps:
+            logged = rf.final_figures(self.run_dir, start)
+            if logged is not None:
+                return logged
+        final = self._evaluate()
+        reporter.heldout(self.step, final)
+        return final, rate
+
     def _finish(self, step0: dict, final: dict, rate: float) -> None:
         state = self.acc.get_state_dict(self.model) if self.sharded else None  # collective under FSDP
-        if self.acc.is_main_process:
+        if self.acc.is_main_process:  # the figures first: the model folder, written last, marks the run finished
+            atomic.write_json(self.run_dir / rf.SUMMARY, {"steps": self.step, "step0": step0, "final": final,
+                                                         "tokens_per_s": rate, "parameters": self.counts})
             model = self._plain() if self.sharded else self.p.finalize(self._plain())
             record = replace(self.p.record, steps=self.step)
             save_model_folder(self.run_dir / rf.MODEL, model, self.p.tokenizer, self.p.layout, record, state_dict=state)
-            atomic.write_json(self.run_dir / rf.SUMMARY, {"steps": self.step, "step0": step0, "final": final,
-                                                         "tokens_per_s": rate, "parameters": self.counts})
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
     """The torch seed of one process at one step (dropout draws are a function of seed, step and process)."""
     import numpy as np
 
-    return int(np.random.SeedSequence([seed, step, rank, 0x6E4]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    from tokalign.align.training.seeds import GENERATOR_TAG
+
+    return int(np.random.SeedSequence([seed, step, rank, GENERATOR_TAG]).generate_state(1, dtype=np.uint64)[0] >> 1)

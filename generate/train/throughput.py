@@ -73,5 +73,13 @@ class Throughput:
                "pad_tokens_per_s": self.padded / seconds, "mfu": None}
         if self.peak:
             out["mfu"] = total * self.flops_per_token / seconds / (self.peak * self.world)
+        out["peak_memory_gib"] = peak_memory_gib()
         self.useful = self.padded = 0
         return out
+
+
+def peak_memory_gib() -> float | None:
+    """The peak GPU memory allocated on the current CUDA device so far, in GiB (None where CUDA is not in use)."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    return torch.cuda.max_memory_allocated() / 2 ** 30
