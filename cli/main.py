@@ -18,6 +18,7 @@ from tokalign.cli.os_errors import describe_os_error
 
 from tokalign.cli.corpus_check_cmd import corpus
 from tokalign.cli.corpus_cmd import demo_corpus
+from tokalign.cli.experiment_cmd import experiment
 from tokalign.cli.fit_cmd import fit
 from tokalign.cli.generator_cmd import generator
 from tokalign.cli.generator_sample_cmd import sample as generator_sample
@@ -49,6 +50,7 @@ cli.add_command(corpus)
 generator.add_command(generator_sample)
 generator.add_command(generator_probe)
 cli.add_command(generator)
+cli.add_command(experiment)
 
 
 def _wrapper_types() -> tuple[type, ...]:

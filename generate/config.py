@@ -19,13 +19,20 @@ from typing import Any
 
 from tokalign.align.defaults import DEFAULT_LM
 from tokalign.align.errors import TokalignError
+from tokalign.align.training.seeds import check_seed
+from tokalign.align.training.settings import check_adamw
+from tokalign.align.training.settings import option_help as _help
+from tokalign.align.training.settings import nonnegative_int as _nonnegative
+from tokalign.align.training.settings import positive_int as _positive
 from tokalign.generate.model_folder import MODES
 
 INIT_MODES = ("aligned", "random-rows", "mean", "scratch")
+HEADS = ("calibrated", "zero", "tied")  #: how the new ids' output rows start (generate.model.heads)
 FREEZE_PRESETS = ("all", "embeddings", "embeddings+norms", "embeddings+norms+first-half", "embeddings+norms+ffn",
                   "new-rows")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")  #: auto: bf16 autocast on a GPU, fp32 on CPU
+COMPILE = ("auto", "on", "off")  #: torch.compile of the decoder body; auto: on a GPU, off on CPU
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
 
 
@@ -36,17 +43,26 @@ class ModelConfig:
     ``num_layers`` keeps only the first N decoder layers of the LM (reduced demos and tests); ``None`` keeps all.
     """
 
-    init: str
-    lm: str = DEFAULT_LM
-    init_from: Path | None = None
-    train_only: str = "all"
-    untie: bool = False
-    num_layers: int | None = None
-    cache_root: Path | None = None
+    init: str = field(metadata=_help("How the new rows (or, for scratch, all weights) start."))
+    lm: str = field(default=DEFAULT_LM, metadata=_help("Base LM: the default alias, an HF id, a folder or a .gguf file "
+                                                       "(what `fit --lm` takes)."))
+    init_from: Path | None = field(default=None, metadata=_help(
+        "--init aligned: the `tokalign export --to generator-init` file."))
+    train_only: str = field(default="all", metadata=_help("Freeze preset: what learns (paper, section 3.1)."))
+    untie: bool = field(default=False, metadata=_help(
+        "Give a tied LM its own output head (the paper's open_lm is untied)."))
+    head: str = field(default="calibrated", metadata=_help(
+        "How the new ids' output rows start: calibrated (fitted on the LM's hidden states: text predictions kept, "
+        "image positions favour image ids), zero, or tied (output rows = input rows, the behaviour before)."))
+    num_layers: int | None = field(default=None, metadata=_help(
+        "Keep only the first N decoder layers (reduced runs) [default: all]."))
+    cache_root: Path | None = field(default=None, metadata=_help(
+        "Cache for derived LM weights [default: $TOKALIGN_CACHE or ~/.cache/tokalign]."))
 
     def __post_init__(self) -> None:
         _choice("--init", self.init, INIT_MODES)
         _choice("--train-only", self.train_only, FREEZE_PRESETS)
+        _choice("--head", self.head, HEADS)
         if self.init_from is not None:
             object.__setattr__(self, "init_from", Path(self.init_from))
         if self.cache_root is not None:
@@ -65,11 +81,12 @@ class ModelConfig:
 class DataConfig:
     """The corpus and how its pairs become sequences (``<doc> <text> caption </text> <image> ... </image> </doc>``)."""
 
-    corpus: Path
-    mode: str = "text-to-image"
-    seq_len: int = 1152
-    caption_dropout: float = 0.1
-    holdout: int = 256  #: pairs held out for evaluation (seeded split)
+    corpus: Path = field(metadata=_help("Corpus folder (`tokalign tokenize` or `demo-corpus`)."))
+    mode: str = field(default="text-to-image", metadata=_help("image-only drops the caption (unconditional runs)."))
+    seq_len: int = field(default=1152, metadata=_help("Tokens per sequence (captions are truncated to fit)."))
+    caption_dropout: float = field(default=0.1, metadata=_help(
+        "Share of training captions replaced by an empty text segment (for guidance)."))
+    holdout: int = field(default=256, metadata=_help("Pairs held out for evaluation."))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "corpus", Path(self.corpus))
@@ -89,61 +106,59 @@ class OptimConfig:
     sum of its token losses over the target-token count of the whole global batch.
     """
 
-    steps: int = 100_000
-    batch_tokens: int = 1_048_576
-    micro_batch: int = 8
-    lr: float = 3e-4
-    warmup_steps: int = 2000
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
+    steps: int = field(default=100_000, metadata=_help("Optimizer steps."))
+    batch_tokens: int = field(default=1_048_576, metadata=_help(
+        "Global batch in tokens (batch-tokens // seq-len sequences per step)."))
+    micro_batch: int = field(default=8, metadata=_help(
+        "Sequences per forward pass per process (gradient accumulation beyond it)."))
+    lr: float = field(default=3e-4, metadata=_help("Peak learning rate (AdamW)."))
+    warmup_steps: int = field(default=2000, metadata=_help("Linear warm-up steps before the cosine decay."))
+    min_lr_ratio: float = field(default=0.1, metadata=_help("Cosine floor as a fraction of the peak."))
+    weight_decay: float = field(default=0.1, metadata=_help("AdamW weight decay (matrices only)."))
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
-    grad_clip: float = 1.0  #: max global gradient norm; 0 turns clipping off
+    grad_clip: float = field(default=1.0, metadata=_help("Max gradient norm (0: no clipping)."))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         _positive("--steps", self.steps)
         _positive("--batch-tokens", self.batch_tokens)
         _positive("--micro-batch", self.micro_batch)
-        _nonnegative("--warmup-steps", self.warmup_steps)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise TokalignError(f"--lr {self.lr} must be a positive number")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise TokalignError(f"--min-lr-ratio {self.min_lr_ratio} must lie in [0, 1]")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise TokalignError(f"--weight-decay {self.weight_decay} must be a finite number >= 0")
+        object.__setattr__(self, "betas", check_adamw(lr=self.lr, warmup_steps=self.warmup_steps,
+                                                      min_lr_ratio=self.min_lr_ratio, weight_decay=self.weight_decay,
+                                                      betas=self.betas, eps=self.eps))
         if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
             raise TokalignError(f"--grad-clip {self.grad_clip} must be a finite number >= 0 (0: no clipping)")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas) or not self.eps > 0:
-            raise TokalignError("AdamW betas must be two numbers in [0, 1) and eps must be > 0")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Where and how the run happens: folder, seed, device, precision, logging, checkpoints."""
 
-    run_dir: Path
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-    report_to: str = "none"
-    log_every: int = 10
-    eval_every: int = 500
-    eval_batches: int = 4  #: held-out micro-batches per evaluation (0: the whole held-out split)
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
-    resume: bool = False
-    stop_after: int | None = None  #: end this invocation after N steps (checkpointed); --resume continues
+    run_dir: Path = field(metadata=_help("Run folder to write (or continue with --resume)."))
+    seed: int = field(default=0, metadata=_help("Seed of the init, split, data order and dropout."))
+    device: str = field(default="auto", metadata=_help("Where to train (several processes: `accelerate launch`)."))
+    precision: str = field(default="auto", metadata=_help("auto: bf16 autocast on GPU, fp32 on CPU."))
+    compile: str = field(default="auto", metadata=_help(
+        "torch.compile the decoder body: auto (on a GPU, off on CPU), on or off."))
+    report_to: str = field(default="none", metadata=_help(
+        "Also log to this Accelerate tracker (e.g. tensorboard, when installed)."))
+    log_every: int = field(default=10, metadata=_help("Steps between metrics.jsonl rows."))
+    eval_every: int = field(default=500, metadata=_help("Steps between held-out evaluations."))
+    eval_batches: int = field(default=4, metadata=_help("Held-out micro-batches per evaluation (0: all)."))
+    checkpoint_every: int = field(default=1000, metadata=_help("Steps between checkpoints."))
+    keep_checkpoints: int = field(default=2, metadata=_help("How many recent checkpoints to keep."))
+    resume: bool = field(default=False, metadata=_help("Continue the run in --run from its last checkpoint."))
+    stop_after: int | None = field(default=None, metadata=_help(
+        "End this invocation after N steps (checkpointed); continue with --resume."))
     progress: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
         _choice("--device", self.device, DEVICES)
         _choice("--precision", self.precision, PRECISIONS)
+        _choice("--compile", self.compile, COMPILE)
         _choice("--report-to", self.report_to, REPORT_TO)
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63:
-            raise TokalignError(f"--seed {self.seed!r} must be an integer in [0, 2**63)")
+        check_seed(self.seed)
         for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
             _positive(f"--{name.replace('_', '-')}", getattr(self, name))
         _nonnegative("--eval-batches", self.eval_batches)
@@ -192,13 +207,3 @@ def _jsonable(value: Any) -> Any:
 def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise TokalignError(f"{option} {value!r} is not one of {', '.join(choices)}")
-
-
-def _positive(option: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise TokalignError(f"{option} {value!r} must be a positive integer")
-
-
-def _nonnegative(option: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise TokalignError(f"{option} {value!r} must be a non-negative integer")

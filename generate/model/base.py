@@ -58,12 +58,12 @@ class BaseLM:
 
 
 def is_tied(model) -> bool:
-    """Whether the output layer shares the input embedding's weight (or, split, its row blocks)."""
+    """Whether the output layer shares the input embedding's weight (or, split, both its row blocks)."""
     out, embedding = model.get_output_embeddings(), model.get_input_embeddings()
     if out is None:
         return False
-    if hasattr(out, "base") and hasattr(embedding, "base"):  # split tables (freeze preset new-rows)
-        return out.base is embedding.base
+    if hasattr(out, "base") and hasattr(embedding, "base"):  # split tables: tied only if both blocks are shared
+        return out.base is embedding.base and out.new is embedding.new
     return out.weight is embedding.weight
 
 

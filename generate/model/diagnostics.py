@@ -1,7 +1,7 @@
 """Step-0 diagnostics of an expanded model: what the expansion alone did, before any training step.
 
 * :func:`row_norm_stats`: L2 row-norm statistics (mean, std, min, max) of the text, image and structure rows of
-  the input embedding and, when untied, of the output layer (padding rows are left out).
+  the input embedding and, when not fully tied, of the output layer (padding rows are left out).
 * :func:`text_kl`: on caption token batches (captions alone, no structure tokens), the mean over next-token
   positions of KL(base || expanded), where *base* is the base LM's next-token distribution over its text rows
   and *expanded* is the expanded model's: ``kl_full`` over the whole expanded vocabulary (the nats per token
@@ -26,6 +26,7 @@ from typing import Iterable
 import torch
 
 from tokalign.align.formats.generator_init import VocabLayout
+from tokalign.generate.model.base import is_tied
 from tokalign.generate.sequences.buckets import IMAGE, STRUCTURE, TEXT
 from tokalign.generate.train.loss import LossSums, bucket_sums, token_losses
 
@@ -69,8 +70,7 @@ def row_norm_stats(model, layout: VocabLayout) -> dict:
         out: dict = {"input": _blocks(_weight(embedding), layout)}
         if head is None:
             return out
-        tied = head.base is embedding.base if hasattr(head, "full_weight") else head.weight is embedding.weight
-        out["output"] = "tied" if tied else _blocks(_weight(head), layout)
+        out["output"] = "tied" if is_tied(model) else _blocks(_weight(head), layout)
     return out
 
 

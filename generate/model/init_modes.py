@@ -22,7 +22,11 @@ Output rows: with tied embeddings they are the input rows. For an untied head (o
 the tied weight into a separate head and sets ``config.tie_word_embeddings = False``) the head's text rows are
 its own, and its new rows are the mode's new input rows times one factor, the head's mean text-row norm over
 the new input rows' mean norm (relative norms and directions kept, scale of the head); padding rows zero.
-``mean`` leaves the head to HF's mean resizing; ``scratch`` to the init.
+``mean`` leaves the head to HF's mean resizing; ``scratch`` to the init. That is the ``tied`` head treatment;
+``request.head`` names another one (:mod:`~tokalign.generate.model.heads`: ``calibrated``, ``zero``), which then
+sets the new ids' output rows after the mode (a tied LM is untied for the new rows only), the same way for every
+mode, so arms of an init study differ in their input rows alone. :class:`InitRequest` defaults to ``tied`` (the
+library's behaviour when no treatment is named); the generator config's default is ``calibrated``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from tokalign.align.errors import TokalignError
 from tokalign.align.formats.generator_init import SPECIAL_TOKENS, VocabLayout, read_generator_init
 from tokalign.align.formats.hashing import tensor_sha256
 from tokalign.generate.model.base import BaseLM, is_tied
+from tokalign.generate.model.heads import HEADS, Calibration, apply_head
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ class InitRequest:
     init_from: Path | None = None  #: ``aligned``: the generator-init file
     image_tokenizer: dict | None = None  #: the corpus's image tokenizer identity (``codebook_size``, ``sha256``)
     untie: bool = False
+    head: str = "tied"  #: the head treatment (module docstring)
+    calibration: Calibration | None = None  #: training rows the ``calibrated`` head is fitted on
 
 
 @dataclass
@@ -88,18 +95,24 @@ def initialize(base: BaseLM, mode: str, request: InitRequest) -> InitResult:
     if layout.text_rows != base.text_rows:
         raise TokalignError(f"the vocabulary layout has {layout.text_rows} text rows but LM {base.spec!r} has "
                             f"{base.text_rows}; build the layout from this LM")
+    if request.head not in HEADS:
+        raise TokalignError(f"unknown --head {request.head!r}; one of {', '.join(HEADS)}")
     if base.model.get_input_embeddings().weight.shape[0] != base.text_rows:
         raise TokalignError(f"LM {base.spec!r} was already expanded by an init mode; load it again for another init")
     was_tied = base.tied
     model, rows = entry.apply(base, request)
-    assert model.get_input_embeddings().weight.shape[0] == layout.total_rows, "expanded model has the wrong rows"
+    assert model.get_input_embeddings().num_embeddings == layout.total_rows, "expanded model has the wrong rows"
+    head = apply_head(model, layout, request.head, request.calibration)
+    if head is not None:
+        rows["output_rows"] = head
     provenance = {"mode": mode, "seed": int(request.seed), "pretrained": entry.pretrained,
-                  "tied": is_tied(model), "untie": bool(request.untie and was_tied), "layout": layout.to_json(),
+                  "tied": is_tied(model), "untie": bool(request.untie and was_tied),
+                  "head": request.head, "layout": layout.to_json(),
                   "base_lm": {"spec": base.spec, "identity": base.identity, "embedding_sha256": base.embedding_sha256},
                   **rows}
     logger.info("init %s: %d rows (%d text, %d image, %d structure, %d padding), %s", mode, layout.total_rows,
                 layout.text_rows, layout.codebook_size, len(SPECIAL_TOKENS), len(layout.padding_ids),
-                "tied" if provenance["tied"] else "untied head")
+                "tied" if provenance["tied"] else f"untied head ({request.head})")
     return InitResult(model, provenance, entry.pretrained)
 
 
@@ -126,7 +139,8 @@ def _aligned(base: BaseLM, request: InitRequest) -> tuple[Any, dict]:
     return model, {"input_rows": _row_table(request.layout, where, where, "zeros"), "output_rows": head,
                    "init_from": {"path": str(Path(request.init_from).resolve()), "tensor_sha256": meta["tensor_sha256"],
                                  "source_run": meta.get("source_run", ""), "source_steps": meta.get("source_steps", ""),
-                                 "rescale": meta.get("rescale", {}), "special_init": meta.get("special_init", {})}}
+                                 "rescale": meta.get("rescale", {}), "special_init": meta.get("special_init", {}),
+                                 "variant": meta.get("variant", {"rows": "input and output (written before variants)"})}}
 
 
 @init_mode("random-rows")
@@ -241,7 +255,8 @@ def _row_table(layout: VocabLayout, image: str, special: str, padding: str) -> l
 
 def rows_sha256(model, layout: VocabLayout) -> dict[str, str]:
     """sha256 of the input text rows and of the new rows (for run records and resume checks)."""
-    weight = model.get_input_embeddings().weight.detach()
+    embedding = model.get_input_embeddings()
+    weight = (embedding.full_weight() if hasattr(embedding, "full_weight") else embedding.weight).detach()
     return {"text": tensor_sha256(weight[:layout.text_rows]), "new": tensor_sha256(weight[layout.text_rows:])}
 
 

@@ -24,10 +24,10 @@ from tokalign.generate.model.freeze import apply_freeze, merge_split_rows
 from tokalign.generate.model.heads import HEADS, calibration_rows
 from tokalign.generate.model.init_modes import InitRequest, initialize
 from tokalign.generate.model_folder import GeneratorRecord
-from tokalign.generate.sequences.buckets import bucket_table
 from tokalign.generate.sequences.build import build_sequences, max_caption_tokens, open_sequences
-from tokalign.generate.sequences.dataset import SequenceDataset, caption_batch, split
+from tokalign.generate.sequences.dataset import caption_batch, split
 from tokalign.generate.train import run_folder as rf
+from tokalign.generate.train.data import DatasetSource
 
 log = logging.getLogger(__name__)
 DIAGNOSTIC_CAPTIONS = 64  #: held-out captions the step-0 text KL is measured on
@@ -38,7 +38,7 @@ class Prepared:
     model: Any  #: the expanded, freeze-applied model (split tables under ``new-rows``)
     tokenizer: Any  #: the base LM's tokenizer (the save adds the new tokens)
     layout: VocabLayout
-    source: "DatasetSource"
+    source: DatasetSource
     train_items: np.ndarray
     holdout_items: np.ndarray
     record: GeneratorRecord  #: the model folder's record (``steps`` filled in at the save)
@@ -46,23 +46,6 @@ class Prepared:
     provenance: dict  #: where every row block came from
     diagnostics: Callable[[Any], dict]  #: the plain model -> its step-0 diagnostics (before any step)
     finalize: Callable[[Any], Any]  #: the trained model -> a plain model to ``save_pretrained``
-
-
-class DatasetSource:
-    """The :class:`~tokalign.generate.train.data.SequenceSource` over two datasets: with and without dropout."""
-
-    def __init__(self, sequences, caption_dropout: float, seed: int) -> None:
-        self.layout = sequences.layout
-        self.pad_id = self.layout.pad_id
-        self.train = SequenceDataset(sequences, caption_dropout=caption_dropout, seed=seed)
-        self.plain = SequenceDataset(sequences)
-        self.buckets = bucket_table(self.layout)  # id -> bucket, built once
-
-    def arrays(self, indices: np.ndarray, epoch: int, train: bool) -> tuple[np.ndarray, np.ndarray]:
-        dataset = self.train if train else self.plain
-        dataset.set_epoch(epoch)
-        tokens = dataset.rows(indices)
-        return tokens, self.buckets[tokens]
 
 
 def prepare(config: GeneratorTrainConfig, accelerator) -> Prepared:
@@ -74,8 +57,8 @@ def prepare(config: GeneratorTrainConfig, accelerator) -> Prepared:
     base = load_base_lm(m.lm, num_layers=m.num_layers)
     layout = VocabLayout(base.text_rows, corpus.codebook_size)
     text_sha = tokenizer_fingerprint(base.tokenizer)
-    calibration = calibration_rows(corpus, train_items, layout, seq_len=d.seq_len, mode=d.mode) \
-        if HEADS[m.head].needs_calibration else None
+    calibration = calibration_rows(corpus, train_items, layout, seq_len=d.seq_len, mode=d.mode,
+                                   text_tokenizer_sha256=text_sha) if HEADS[m.head].needs_calibration else None
     result = initialize(base, m.init, InitRequest(layout, seed=config.run.seed, init_from=m.init_from,
                                                   image_tokenizer=corpus.image_tokenizer, untie=m.untie,
                                                   head=m.head, calibration=calibration))

@@ -1,0 +1,191 @@
+"""Head treatments: an aligned init whose step 0 keeps the LM's text predictions and starts image positions well.
+
+The tiny LLaMAs are first trained briefly on the corpus captions, so their text predictions are confident as a
+real LM's are (an untrained tiny LM spreads its mass, and any new row takes a share of it).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tokalign.align.fit.config import FitConfig
+from tokalign.align.fit.export import ExportConfig, export_run
+from tokalign.align.fit.loop import fit
+from tokalign.align.fit.table import load_table
+from tokalign.align.formats.corpus import open_corpus
+from tokalign.align.formats.generator_init import VocabLayout
+from tokalign.align.lm.captions import tokenizer_fingerprint
+from tokalign.generate.model.base import is_tied, load_base_lm
+from tokalign.generate.model.diagnostics import step0_diagnostics
+from tokalign.generate.model.freeze import apply_freeze
+from tokalign.generate.model.heads import calibration_rows
+from tokalign.generate.model.init_modes import InitRequest, initialize
+from tokalign.generate.model.split_rows import merge_split_rows
+from tokalign.generate.sequences.build import build_sequences
+from tokalign.generate.sequences.dataset import SequenceDataset, caption_batch, split
+
+CODEBOOK, SEQ_LEN, HOLDOUT = 64, 40, 16
+FAST = dict(steps=6, batch_size=16, holdout=16, warmup_steps=2, log_every=3, checkpoint_every=100, progress=False, lr=1e-2)
+
+
+def _train_on_captions(folder, corpus, steps=80):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    captions = open_corpus(corpus).caption_ids(np.arange(64))
+    width = max(len(c) for c in captions)
+    ids = torch.zeros(len(captions), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for j, c in enumerate(captions):
+        ids[j, :len(c)], mask[j, :len(c)] = torch.from_numpy(np.asarray(c, dtype=np.int64)), 1
+    labels = ids.masked_fill(mask == 0, -100)
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.save_pretrained(folder, safe_serialization=True)
+
+
+@pytest.fixture(scope="module", params=["tied", "untied"])
+def setup(request, tmp_path_factory, tiny_lm, lm_cache):
+    """(LM folder, corpus, default export, fit table) for a trained tiny LLaMA, tied or untied."""
+    from synthetic_corpus import write_synthetic_corpus
+    from tiny_llama import make_tiny_llama
+
+    from tokalign.align.lm.load import load_frozen_lm
+
+    root = tmp_path_factory.mktemp(f"heads-{request.param}")
+    corpus = write_synthetic_corpus(root / "corpus", load_frozen_lm(tiny_lm, lm_cache), codebook=CODEBOOK)
+    spec = make_tiny_llama(root / "lm", tied=request.param == "tied", seed=3)
+    _train_on_captions(spec, corpus)
+    fit(FitConfig(corpus=corpus, run_dir=root / "run", lm=str(spec), cache_root=lm_cache, **FAST))
+    export = export_run(ExportConfig(run=root / "run", out=root / "init.safetensors")).out  # the default export
+    table = load_table(root / "run" / "table.safetensors")[0]
+    return str(spec), corpus, export, table
+
+
+@pytest.fixture(scope="module")
+def calibrated(setup):
+    """(base, aligned + calibrated init, layout), made once per LM; tests that change the model copy it."""
+    spec, corpus, export, _ = setup
+    return _init(spec, corpus, "aligned", "calibrated", export)
+
+
+def _init(spec, corpus, mode, head, export=None):
+    base = load_base_lm(spec)
+    items = open_corpus(corpus)
+    train, _ = split(items.items, HOLDOUT, 0)
+    layout = VocabLayout(base.text_rows, CODEBOOK)
+    calibration = calibration_rows(items, train, layout, seq_len=SEQ_LEN, mode="text-to-image")
+    request = InitRequest(layout, init_from=export, image_tokenizer=items.image_tokenizer, head=head,
+                          calibration=calibration)
+    return base, initialize(base, mode, request), layout
+
+
+def _step0(result, layout, corpus, tmp_path, tokenizer):
+    sequences = build_sequences(corpus, tmp_path, layout, seq_len=SEQ_LEN,
+                                text_tokenizer_sha256=tokenizer_fingerprint(tokenizer), progress=False)
+    _, held = split(open_corpus(corpus).items, HOLDOUT, 0)
+    batches = [SequenceDataset(sequences, held).batch(range(len(held)))]
+    return step0_diagnostics(result.model, layout, pretrained=True, heldout_batches=batches,
+                             captions=caption_batch(sequences, held))
+
+
+def _overlap(rows: torch.Tensor, table: torch.Tensor, text: torch.Tensor, k: int = 10) -> float:
+    text = torch.nn.functional.normalize(text, dim=1)
+    mine = (torch.nn.functional.normalize(rows, dim=1) @ text.T).topk(k).indices
+    theirs = (torch.nn.functional.normalize(table, dim=1) @ text.T).topk(k).indices
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(mine, theirs)]))
+
+
+def _input_weight(model) -> torch.Tensor:
+    embedding = model.get_input_embeddings()
+    return (embedding.full_weight() if hasattr(embedding, "full_weight") else embedding.weight).detach()
+
+
+def test_aligned_calibrated_keeps_the_text_side_and_the_fit_neighbours(setup, calibrated, tmp_path):
+    spec, corpus, export, table = setup
+    base, aligned, layout = calibrated
+    ours = _step0(aligned, layout, corpus, tmp_path / "a", base.tokenizer)
+    base_old, old, _ = _init(spec, corpus, "aligned", "tied", export)
+    before = _step0(old, layout, corpus, tmp_path / "t", base_old.tokenizer)
+    assert ours["text_kl"]["positions"] > 0 and ours["heldout"]["image_tokens"] > 0
+    assert ours["text_kl"]["kl_full"] <= 0.01 and ours["text_kl"]["kl_text"] == 0.0
+    assert ours["text_kl"]["kl_full"] < before["text_kl"]["kl_full"]
+    weight = _input_weight(aligned.model)
+    assert _overlap(weight[layout.image_offset:layout.special_offset], table, weight[:layout.text_rows]) >= 0.9
+    assert aligned.provenance["head"] == "calibrated" and "fit" in aligned.provenance["output_rows"]
+
+
+def test_calibrated_head_unties_only_the_new_rows_and_is_deterministic(setup, calibrated):
+    spec, corpus, export, _ = setup
+    lm = load_base_lm(spec)
+    text_in = lm.model.get_input_embeddings().weight.detach().clone()
+    text_out = lm.model.get_output_embeddings().weight.detach().clone()
+    tied = lm.tied
+    _, first, layout = calibrated
+    _, second, _ = _init(spec, corpus, "aligned", "calibrated", export)
+    model = first.model
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    v = layout.text_rows
+    assert not is_tied(model) and model.config.tie_word_embeddings is False
+    head_weight = head.full_weight() if hasattr(head, "full_weight") else head.weight
+    assert torch.equal(_input_weight(model)[:v], text_in) and torch.equal(head_weight[:v].detach(), text_out)
+    if tied:  # the text rows stay one parameter shared by the embedding and the head
+        assert head.base is embedding.base and head.new is not embedding.new
+    assert torch.count_nonzero(head_weight[layout.used_rows:]) == 0
+    second_head = second.model.get_output_embeddings()
+    second_weight = second_head.full_weight() if hasattr(second_head, "full_weight") else second_head.weight
+    assert torch.equal(head_weight, second_weight)
+
+
+def test_split_head_merges_to_a_plain_untied_model_with_the_same_logits(calibrated):
+    _, result, layout = calibrated
+    model = copy.deepcopy(result.model)
+    ids = torch.tensor([[layout.special("<doc>"), layout.special("<text>"), 5, 6, layout.image_offset + 3]])
+    before = model(input_ids=ids).logits.detach()
+    merge_split_rows(model)
+    assert isinstance(model.get_output_embeddings(), torch.nn.Linear) and not is_tied(model)
+    assert torch.equal(model(input_ids=ids).logits.detach(), before)
+
+
+def test_new_rows_preset_freezes_the_shared_text_rows(calibrated):
+    _, result, layout = calibrated
+    model = copy.deepcopy(result.model)
+    apply_freeze(model, "new-rows", text_rows=layout.text_rows)
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    assert not embedding.base.requires_grad and not head.base.requires_grad
+    assert embedding.new.requires_grad and head.new.requires_grad
+
+
+def test_tied_head_is_the_behaviour_before(setup):
+    spec, corpus, export, _ = setup
+    lm = load_base_lm(spec)
+    _, result, layout = _init(spec, corpus, "aligned", "tied", export)
+    assert result.provenance["head"] == "tied"
+    if lm.tied:
+        assert is_tied(result.model)
+        assert result.provenance["output_rows"]["rule"].startswith("tied")
+
+
+def test_zero_head_gives_every_new_id_logit_zero(setup):
+    spec, corpus, export, _ = setup
+    _, result, layout = _init(spec, corpus, "aligned", "zero", export)
+    ids = torch.tensor([[layout.special("<doc>"), layout.special("<text>"), 5, 6]])
+    logits = result.model(input_ids=ids).logits.detach()
+    assert torch.count_nonzero(logits[..., layout.text_rows:]) == 0
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_folders(tmp_path):
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)
