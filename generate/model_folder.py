@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from tokalign.align.errors import TokalignError
-from tokalign.align.formats import atomic
+from tokalign.align.formats import atomic, outputs
 from tokalign.align.formats.generator_init import VocabLayout
 
 MARKER = "tokalign_generator.json"
 FORMAT = "tokalign-generator"
+HF_CONFIG = "config.json"  #: the Hugging Face model config beside the weights
+outputs.register_kind(outputs.GENERATOR_MODEL, signature=(MARKER, "format", lambda v: v == FORMAT))
 VERSION = 1
 MODES = ("text-to-image", "image-only")
 
@@ -98,10 +100,6 @@ def is_generator_folder(folder: Path) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
-RUN_MODEL = "model"  #: where a training run folder keeps its model folder
-RUN_RECORD = "run.json"  #: the training run folder's record
-
-
 def read_record(folder: Path) -> GeneratorRecord:
     """The record of a generator folder, or a one-line error naming the fix (a run folder: its model folder)."""
     folder = Path(folder)
@@ -109,8 +107,10 @@ def read_record(folder: Path) -> GeneratorRecord:
     if not folder.is_dir():
         raise TokalignError(f"no generator folder at {folder}; pass a folder `tokalign generator train` wrote")
     if not path.is_file():
-        if (folder / RUN_RECORD).is_file() or (folder / RUN_MODEL / MARKER).is_file():
-            where = folder / RUN_MODEL
+        from tokalign.generate.train.run_folder import MODEL, RECORD
+
+        if (folder / RECORD).is_file() or (folder / MODEL / MARKER).is_file():
+            where = folder / MODEL
             hint = (f"pass --model {where}" if (where / MARKER).is_file() else
                     f"its model folder {where} is not saved yet: finish the run (`tokalign generator train --resume`)")
             raise TokalignError(f"{folder} is a generator training run, not its model; {hint}")
@@ -123,13 +123,21 @@ def read_record(folder: Path) -> GeneratorRecord:
     return GeneratorRecord.from_json(body, folder)
 
 
+def model_hidden_size(folder: Path) -> int:
+    """The model's ``hidden_size`` from its ``config.json`` (0 when unreadable)."""
+    try:
+        return int(json.loads((Path(folder) / HF_CONFIG).read_text(encoding="utf-8")).get("hidden_size", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
 def incomplete_reason(folder: Path) -> str | None:
     """Why ``folder`` is not a complete saved generator (no folder, no config or record, weights missing or
     shorter than their headers say), or None when it is complete.  Reads headers only."""
     folder = Path(folder)
     if not folder.is_dir():
         return "no model folder"
-    for name in ("config.json", MARKER):
+    for name in (HF_CONFIG, MARKER):
         try:
             json.loads((folder / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):

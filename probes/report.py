@@ -38,6 +38,9 @@ from tokalign.probes.run_artifacts import open_run
 from tokalign.probes.token_text import piece_text
 from tokalign.probes.void_tokens import is_void_text
 
+REPORT_JSON = "report.json"
+outputs.register_kind(outputs.REPORT, signature=(REPORT_JSON, "top1_similarity", lambda v: isinstance(v, dict)))
+
 log = logging.getLogger(__name__)
 
 
@@ -59,7 +62,7 @@ class ReportConfig:
 
     @property
     def folder(self) -> Path:
-        return self.out if self.out is not None else self.run / "report"
+        return self.out if self.out is not None else self.run / rd.REPORT_DIR
 
 
 def write_report(config: ReportConfig) -> dict:
@@ -96,7 +99,7 @@ def write_report(config: ReportConfig) -> dict:
         _write_plots(tmp, config.run, scores[:, 0])
         if usage is not None:
             (tmp / "unused_image_tokens.json").write_text(json.dumps([int(i) for i in usage.unused_ids]) + "\n")
-        (tmp / "report.json").write_text(json.dumps(figures, indent=2) + "\n")
+        (tmp / REPORT_JSON).write_text(json.dumps(figures, indent=2) + "\n")
         (tmp / "report.md").write_text(_markdown(figures, saved, examples=_examples(ids, scores, run.vocab)))
     return figures
 
@@ -124,10 +127,10 @@ def _void_mask(vocab, size: int) -> np.ndarray:
 
 
 def _open_corpus(config: ReportConfig, saved: dict):
-    from tokalign.align.formats.corpus import open_corpus
+    from tokalign.align.formats.corpus import MANIFEST, open_corpus
 
     path = config.corpus or Path(saved["corpus"]["path"])
-    if not (Path(path) / "manifest.json").is_file():
+    if not (Path(path) / MANIFEST).is_file():
         log.warning("corpus %s not found: the report leaves out token usage and held-out retrieval (pass --corpus)", path)
         return None
     corpus = open_corpus(path)

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from tokalign.align.formats import atomic
+from tokalign.align.formats import run_folder as rd
 from tokalign.align.formats.corpus import SHARDS
 from tokalign.align.lm.captions import caption_vectors, check_caption_ids, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
-CACHE = "caption_ids"
+CACHE = rd.CAPTION_CACHE
 CHUNK = 8192
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from tokalign.align.errors import TokalignError
 from tokalign.align.formats.corpus import corpus_fingerprint  # noqa: F401  (the format owns it)
+from tokalign.align.formats import run_folder as rd
 from tokalign.align.formats.faults import crash_point
 from tokalign.align.training.seeds import SEED_LIMIT, check_seed  # noqa: F401  (the seeds module owns them)
 
@@ -99,7 +100,7 @@ def carry_final_figures(run_dir: Path, step: int, loss: float, pairs_per_s: floa
         return loss, pairs_per_s
     from tokalign.align.training.metrics import read_metrics
 
-    rows = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl")
+    rows = [r for r in read_metrics(Path(run_dir) / rd.METRICS)
             if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= step]
     for row in reversed(rows):
         value = row.get("loss")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,9 @@ from tokalign.align.fit.caption_ids import open_caption_ids
 from tokalign.align.fit.curves import best_heldout, heldout_row, heldout_verdict
 from tokalign.align.fit.data_order import EpochOrder
 from tokalign.align.training.accelerator import build_accelerator
-from tokalign.align.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from tokalign.align.training.checkpoint import load_checkpoint
+from tokalign.align.training.run_lifecycle import due, end_step
+from tokalign.align.fit.lifecycle import FitRun
 from tokalign.align.formats.corpus import Corpus, open_corpus
 from tokalign.align.errors import TokalignError
 from tokalign.align.fit.config import FitConfig
@@ -49,11 +50,9 @@ from tokalign.align.fit.evaluate import HeldOut
 from tokalign.align.training.metrics import MetricsLog
 from tokalign.align.training.progress import progress_bar
 from tokalign.align.training.schedule import lr_at
-from tokalign.align.fit.split import SCHEME as SPLIT_SCHEME, Split, make_split
+from tokalign.align.fit.split import Split, make_split
 from tokalign.align.fit.table import ImageTokenTable, save_table
 from tokalign.align.fit import guards
-from tokalign.align.formats import lock as output_lock
-from tokalign.align.formats import outputs
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +78,12 @@ class FitResult:
 def fit(config: FitConfig) -> FitResult:
     """Run (or resume) a fit as configured; return its final figures (one writer per run folder: lock.py)."""
     guards.check_seed(config.seed)
-    with output_lock.writing_folder(config.run_dir, outputs.FIT_RUN, what="fit", inputs=(config.corpus,),
-                                    option="--run", subfolders=(rd.CHECKPOINTS,),
-                                    lock=os.environ.get("RANK", "0") == "0"):
-        return _fit(config)
+    life = FitRun.of(config)
+    with life.writing() as resume_from:
+        return _fit(config, life, resume_from)
 
 
-def _fit(config: FitConfig) -> FitResult:
+def _fit(config: FitConfig, life: FitRun, resume_from: Path | None) -> FitResult:
     from tokalign.align.lm.load import load_frozen_lm, tokenize_captions
 
     accelerator = build_accelerator(config.device)
@@ -94,13 +92,13 @@ def _fit(config: FitConfig) -> FitResult:
     corpus = open_corpus(config.corpus)
     split = make_split(corpus.items, config.holdout, config.seed)
     _check_sizes(config, split.train_items, accelerator.num_processes)
-    resume_from = _prepare_run_dir(config)
-    if resume_from is not None and (done := _already_finished(config, resume_from)) is not None:
-        log.info("%s already finished all %d steps; nothing to resume", config.run_dir, config.steps)
-        return done
+    if (summary := life.finished(resume_from, config.steps)) is not None:
+        return FitResult(config.run_dir, config.steps, True, summary["final_loss"], summary["logit_scale"],
+                         summary.get("holdout"), summary["pairs_per_s"], best_heldout=summary.get("best_heldout"),
+                         steady_pairs_per_s=summary.get("pairs_per_s_steady") or 0.0)
     lm = load_frozen_lm(config.lm, config.cache_root)
     if resume_from is not None:  # before the caption cache, which another LM or corpus would rebuild
-        _check_resume_identity(config, corpus, lm)
+        life.check_inputs(corpus, lm)
     captions = _open_captions(config, accelerator, corpus, lm, tokenize_captions)
     embeddings = lm.embeddings.to(accelerator.device)
     heldout = None
@@ -117,10 +115,10 @@ def _fit(config: FitConfig) -> FitResult:
         start = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer)["step"]
         log.info("resuming %s from step %d", config.run_dir, start)
     if accelerator.is_main_process:
-        _write_config(config, corpus, lm, split, accelerator.num_processes)
+        life.write_config(config, corpus, lm, split, accelerator.num_processes)
         rd.store_lm(config.run_dir, lm)
     accelerator.wait_for_everyone()
-    loop = _Loop(config, accelerator, model, optimizer, corpus, split, captions, embeddings, heldout)
+    loop = _Loop(config, accelerator, model, optimizer, corpus, split, captions, embeddings, heldout, life)
     last_loss, pairs_per_s = loop.run(start)
     last_loss, pairs_per_s = guards.carry_final_figures(config.run_dir, loop.step, last_loss, pairs_per_s)
     finished = loop.step >= config.steps
@@ -144,40 +142,6 @@ def _check_sizes(config: FitConfig, train_items: int, world: int) -> None:
                             "or use a larger corpus")
 
 
-def _prepare_run_dir(config: FitConfig) -> Path | None:
-    """Validate the run folder against --resume; return the checkpoint to resume from."""
-    run = config.run_dir
-    if run.exists() and not run.is_dir():
-        raise TokalignError(f"--run {run} is a file, not a folder; choose another --run")
-    has_config = (run / rd.CONFIG).is_file()
-    checkpoints = list_checkpoints(run / rd.CHECKPOINTS)
-    if not config.resume:
-        # a run stopped before its first checkpoint holds nothing worth keeping: start it again
-        if has_config and (checkpoints or (run / rd.TABLE).is_file()):
-            raise TokalignError(f"run folder {run} already holds a fit; pass --resume to continue it or choose another --run")
-        return None
-    if not has_config or not checkpoints:
-        raise TokalignError(f"nothing to resume in {run}: it holds no checkpoint; drop --resume to start a new fit")
-    saved = rd.read_json(run / rd.CONFIG)
-    wanted = config.trajectory()
-    changed = [k for k, v in wanted.items() if saved.get("trajectory", {}).get(k) != v]
-    if changed:
-        raise TokalignError(f"--resume with settings that differ from the run's ({', '.join(changed)}); "
-                            "resume with the original settings or start a new --run")
-    return checkpoints[-1]
-
-
-def _already_finished(config: FitConfig, checkpoint: Path) -> FitResult | None:
-    """The result of a run whose last checkpoint is its final step and whose table is written."""
-    summary_path = config.run_dir / rd.SUMMARY
-    if checkpoint.name != f"step_{config.steps}" or not summary_path.is_file() or not (config.run_dir / rd.TABLE).is_file():
-        return None
-    summary = rd.read_json(summary_path)
-    return FitResult(config.run_dir, config.steps, True, summary["final_loss"], summary["logit_scale"],
-                     summary.get("holdout"), summary["pairs_per_s"], best_heldout=summary.get("best_heldout"),
-                     steady_pairs_per_s=summary.get("pairs_per_s_steady") or 0.0)
-
-
 def _open_captions(config: FitConfig, accelerator, corpus: Corpus, lm, tokenize):
     """The caption ids, checked; the main process builds a re-tokenized cache first, the others then open it."""
     captions = open_caption_ids(corpus, lm, tokenize, config.run_dir) if accelerator.is_main_process else None
@@ -185,54 +149,10 @@ def _open_captions(config: FitConfig, accelerator, corpus: Corpus, lm, tokenize)
     return captions if captions is not None else open_caption_ids(corpus, lm, tokenize, config.run_dir, build=False)
 
 
-def _check_resume_identity(config: FitConfig, corpus: Corpus, lm) -> None:
-    """A resumed run must see the same codebook, d_model and LM embeddings it started with."""
-    saved = rd.read_json(config.run_dir / rd.CONFIG)
-    fix = "resume with the original --corpus and --lm, or start a new --run"
-    was_codebook = saved["corpus"]["image_tokenizer"]["codebook_size"]
-    if was_codebook != corpus.codebook_size:
-        raise TokalignError(f"the run was fit on a {was_codebook}-code image tokenizer, this corpus has "
-                            f"{corpus.codebook_size} codes; {fix}")
-    if saved["lm"]["d_model"] != lm.d_model:
-        raise TokalignError(f"the run was fit against d_model {saved['lm']['d_model']}, this LM has {lm.d_model}; {fix}")
-    if saved["lm"]["embedding_sha256"] != lm.embedding_sha256:
-        raise TokalignError(f"the LM's embeddings differ from the ones the run was fit against; {fix}")
-    if saved["corpus"]["image_tokenizer"].get("sha256") != corpus.image_tokenizer.get("sha256"):
-        raise TokalignError(f"the corpus was made with another image tokenizer than the run's; {fix}")
-    if saved["corpus"]["items"] != corpus.items:
-        raise TokalignError(f"the run was fit on a corpus of {saved['corpus']['items']} pairs, this one has "
-                            f"{corpus.items} (its held-out split would change); {fix}")
-    guards.check_corpus_fingerprint(saved, corpus, fix)
-    if saved.get("split", {}).get("scheme") != SPLIT_SCHEME:
-        raise TokalignError("the run was started by an earlier tokalign with another held-out split and data order; "
-                            "finish it with that version or start a new --run")
-
-
 def _optimizer(model: ImageTokenTable, config: FitConfig) -> torch.optim.Optimizer:
     groups = [{"params": [model.weight], "weight_decay": config.weight_decay},
               {"params": [model.logit_scale], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=True)
-
-
-def _write_config(config: FitConfig, corpus: Corpus, lm, split: Split, world: int) -> None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        tokalign_version = version("tokalign")
-    except PackageNotFoundError:
-        tokalign_version = "unknown"
-    body = {
-        "config": config.to_json(), "trajectory": config.trajectory(),
-        "lm": {"spec": lm.spec, "identity": lm.identity, "embedding_sha256": lm.embedding_sha256,
-               "vocab_size": lm.vocab_size, "d_model": lm.d_model},
-        "corpus": {"path": str(corpus.root.resolve()), "items": corpus.items, "image_tokenizer": corpus.image_tokenizer,
-                   "text_tokenizer": corpus.text_tokenizer, "fingerprint": guards.corpus_fingerprint(corpus)},
-        "split": split.record(),
-        "processes": world,
-        "versions": {"tokalign": tokalign_version, "torch": torch.__version__},
-    }
-    config.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(config.run_dir / rd.CONFIG, body)
 
 
 # ------------------------------------------------------------------ the loop
@@ -249,8 +169,8 @@ class _Loop:
     """
 
     def __init__(self, config, accelerator, model, optimizer, corpus, split: Split, captions, embeddings,
-                 heldout: HeldOut | None) -> None:
-        self.config, self.acc, self.model, self.optimizer = config, accelerator, model, optimizer
+                 heldout: HeldOut | None, life: FitRun) -> None:
+        self.config, self.acc, self.model, self.optimizer, self.life = config, accelerator, model, optimizer, life
         self.corpus, self.captions, self.embeddings, self.heldout = corpus, captions, embeddings, heldout
         self.order = EpochOrder(split.train_items, config.batch_size, config.seed, split.train_item)
         self.steps_per_epoch = self.order.steps_per_epoch
@@ -268,7 +188,7 @@ class _Loop:
         checkpoints included; ``self.steady_pairs_per_s`` leaves them and the first logged window out)."""
         cfg = self.config
         self.step = start
-        end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
+        end = end_step(start, cfg.steps, cfg.stop_after)
         metrics = MetricsLog(cfg.run_dir / rd.METRICS, start) if self.acc.is_main_process else None
         bar = progress_bar(cfg.progress and self.acc.is_main_process, desc="fit", unit="step", total=cfg.steps,
                            initial=start)
@@ -282,7 +202,7 @@ class _Loop:
                 loss = self._train_step(step, batch, text)
                 self.step = step + 1
                 clock.tick()
-                if self.step % cfg.log_every == 0 or self.step == end:
+                if due(self.step, cfg.log_every, end):
                     self.watch.flush()
                     loss_value = float(self.acc.reduce(loss.detach(), reduction="mean"))
                     pairs_per_s = clock.window()
@@ -290,7 +210,7 @@ class _Loop:
                 if self._eval_due():
                     with clock.paused(self.watch):
                         self._evaluate(metrics)
-                if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                if due(self.step, cfg.checkpoint_every, end):
                     with clock.paused(self.watch):
                         self._checkpoint()
         finally:
@@ -343,11 +263,8 @@ class _Loop:
             self.final_eval = result
 
     def _checkpoint(self) -> None:
-        if self.acc.is_main_process:
-            info = {"trajectory": self.config.trajectory(), "codebook_size": self.corpus.codebook_size}
-            save_checkpoint(self.config.run_dir / rd.CHECKPOINTS, self.step, self.acc.unwrap_model(self.model),
-                            self.optimizer, info, self.config.keep_checkpoints)
-        self.acc.wait_for_everyone()
+        self.life.save_checkpoint(self.acc, self.step, self.acc.unwrap_model(self.model), self.optimizer,
+                                  self.config.keep_checkpoints, {"codebook_size": self.corpus.codebook_size})
 
 
 # ------------------------------------------------------------------ the end
@@ -370,7 +287,7 @@ def _finish(config, accelerator, model, corpus, loop: _Loop, lm, last_loss, pair
     if retrieval is not None:
         atomic.write_json(config.run_dir / rd.EVAL, retrieval)
     best = best_heldout(rows)
-    atomic.write_json(config.run_dir / rd.SUMMARY, {
+    loop.life.write_summary({
         "steps": config.steps, "final_loss": last_loss, "logit_scale": scale, "temperature": math.exp(-scale),
         "pairs_per_s": pairs_per_s, "pairs_per_s_steady": loop.steady_pairs_per_s, "holdout": retrieval,
         "best_heldout": best, "heldout_verdict": heldout_verdict(rows)})

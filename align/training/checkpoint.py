@@ -22,6 +22,7 @@ from tokalign.align.formats import atomic
 from tokalign.align.errors import TokalignError
 
 _NAME = re.compile(r"^step_(\d+)$")
+STATE, TRAINER = "state.safetensors", "trainer.json"
 
 
 def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -41,8 +42,8 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
     with atomic.atomic_dir(target) as tmp:
         from safetensors.torch import save_file
 
-        save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "trainer.json").write_text(json.dumps(trainer, indent=2, default=_jsonable) + "\n")
+        save_file(tensors, str(tmp / STATE))
+        (tmp / TRAINER).write_text(json.dumps(trainer, indent=2, default=_jsonable) + "\n")
     for old in list_checkpoints(folder)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -58,15 +59,15 @@ def list_checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)) and (p / "trainer.json").is_file()]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)) and (p / TRAINER).is_file()]
     return [p for _, p in sorted(found)]
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model and optimizer in place; return ``trainer.json`` (with ``extra`` tensors under ``"extra"``)."""
     try:
-        trainer = json.loads((path / "trainer.json").read_text())
-        tensors = load_file(str(path / "state.safetensors"))
+        trainer = json.loads((path / TRAINER).read_text())
+        tensors = load_file(str(path / STATE))
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise TokalignError(f"checkpoint {path} is damaged ({exc}); delete it to resume from an earlier one") from None
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}

@@ -36,7 +36,7 @@ class StudyRun(RunLifecycle):
     record is written, and only with the configuration the record holds."""
 
     kind, what, record_name, option = KIND, "experiment", RECORD, "--out"
-    header = {"format": FORMAT, "version": 1}
+    header, version = {"format": FORMAT}, 1
     trajectory_key = "config"
     products = (RECORD,)
     resumable, fresh = "study", "one"

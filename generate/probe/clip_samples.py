@@ -9,7 +9,6 @@ the sampler's output layout, so FID can be computed on them later (see the READM
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -45,9 +44,10 @@ def held_out_captions(model: Path, record: GeneratorRecord, n: int) -> tuple[lis
 
 
 def _run_split(run: Path) -> tuple[int, int] | None:
+    from tokalign.generate.train.run_folder import read_record
+
     try:
-        body = json.loads((run / "run.json").read_text(encoding="utf-8"))
-        config = body["config"]
+        config = (read_record(run) or {})["config"]
         return int(config["data"]["holdout"]), int(config["run"]["seed"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -73,7 +73,9 @@ def clip_probe(model: Path, record: GeneratorRecord, clip_folder: Path, out: Pat
     captions, where = held_out_captions(model, record, n)
     result = sample_images(SampleConfig(model=model, out=out / SAMPLES, prompts=tuple(captions), n=1, seed=seed,
                                         cfg_scale=cfg_scale, device=device, progress=progress))
-    marker = json.loads((result.out / "samples.json").read_text(encoding="utf-8"))
+    from tokalign.generate.sample.output import read_samples
+
+    marker = read_samples(result.out)
     images = [Image.open(result.out / item["file"]) for item in marker["images"]]
     paired = [captions[item["prompt_index"]] for item in marker["images"]]
     scores = scorer.score(images, paired)

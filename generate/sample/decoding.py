@@ -64,7 +64,9 @@ def _load(record: GeneratorRecord, root: Path, tokenizer_path: str | None, devic
 
     from tokalign.align.image_tokenizers.registry import tokenizer_for_identity
 
-    identity = json.loads((root / "manifest.json").read_text(encoding="utf-8"))["image_tokenizer"]
+    from tokalign.align.formats.corpus import read_manifest
+
+    identity = read_manifest(root)["image_tokenizer"]
     tokenizer = tokenizer_for_identity(identity, root, path=tokenizer_path, device=device)
     if tokenizer.tokens_per_image != record.tokens_per_image or tokenizer.codebook_size != record.layout.codebook_size:
         raise TokalignError(f"the image tokenizer of {root} makes {tokenizer.tokens_per_image} tokens of "

@@ -8,14 +8,14 @@ the decode step then reloads that tokenizer and checks its weights against the s
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tokalign.align.errors import TokalignError
-from tokalign.generate.model_folder import GeneratorRecord, read_record
+from tokalign.align.formats.corpus import MANIFEST, read_manifest
+from tokalign.generate.model_folder import GeneratorRecord, model_hidden_size, read_record
 
 log = logging.getLogger(__name__)
 IDENTITY_KEYS = ("kind", "codebook_size", "grid", "sha256")
@@ -72,10 +72,7 @@ def sampling_dtype(dtype: str, device: str, hidden_size: int = 0) -> str:
 
 def hidden_size(folder: Path) -> int:
     """The model's ``hidden_size`` from its ``config.json`` (0 when unreadable)."""
-    try:
-        return int(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("hidden_size", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0
+    return model_hidden_size(folder)
 
 
 def load_generator(folder: Path, device: str = "auto", dtype: str = "auto") -> LoadedGenerator:
@@ -103,13 +100,13 @@ def corpus_for_decoding(record: GeneratorRecord, corpus: Path | None = None) -> 
     root = Path(corpus) if corpus is not None else (Path(record.corpus) if record.corpus else None)
     if root is None:
         raise TokalignError("the generator's record names no corpus; pass --corpus with the corpus it was trained on")
-    manifest = root / "manifest.json"
+    manifest = root / MANIFEST
     if not manifest.is_file():
-        raise TokalignError(f"the generator's corpus {root} is missing (no manifest.json); pass --corpus where it "
+        raise TokalignError(f"the generator's corpus {root} is missing (no {MANIFEST}); pass --corpus where it "
                             "moved to")
     try:
-        identity = json.loads(manifest.read_text(encoding="utf-8"))["image_tokenizer"]
-    except (OSError, ValueError, KeyError, TypeError):
+        identity = read_manifest(root)["image_tokenizer"]
+    except (TokalignError, KeyError, TypeError):
         raise TokalignError(f"{manifest} is unreadable or names no image tokenizer; pass another --corpus") from None
     for key in IDENTITY_KEYS:
         if _norm(identity.get(key)) != _norm(record.image_tokenizer.get(key)):

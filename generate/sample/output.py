@@ -190,6 +190,11 @@ def remove_stale(folder: Path, earlier: set[str], written: set[str]) -> None:
         (Path(folder) / name).unlink(missing_ok=True)
 
 
+def read_samples(folder: Path) -> dict:
+    """The ``samples.json`` of a finished sample folder."""
+    return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+
+
 def write_marker(folder: Path, body: dict) -> None:
     from tokalign.align.formats import atomic
 

@@ -1,7 +1,7 @@
 """``tokalign generator train``: the generator's training run on Accelerate (CPU, one GPU, many processes).
 
 The same code runs under ``python -m tokalign.cli.main`` and ``accelerate launch`` (DDP, or FSDP from an Accelerate
-config file): every process builds the model, takes its share of each global batch (:mod:`.plan`) and the step
+config file): every process builds the model, takes its share of each global batch (:mod:`.data`) and the step
 normalizes by the global target count (:mod:`.step`), so the trajectory does not depend on the process count.
 Randomness is a function of (seed, step, process) (the torch generator is re-seeded before each step; data order and
 caption dropout are seeded by epoch), so ``--resume`` continues exactly: same batches, same dropout draws, same
@@ -21,18 +21,18 @@ import torch
 from tokalign.align.errors import TokalignError
 from tokalign.align.formats import atomic
 from tokalign.align.training.accelerator import build_accelerator
-from tokalign.align.training.checkpoint import load_checkpoint, save_checkpoint
+from tokalign.align.training.checkpoint import load_checkpoint
+from tokalign.align.training.run_lifecycle import due, end_step
 from tokalign.align.training.schedule import lr_at
 from tokalign.generate.config import GeneratorTrainConfig
 from tokalign.generate.train import run_folder as rf
 from tokalign.generate.train.build import Prepared, prepare
 from tokalign.generate.train.compiling import compile_model, wants_compile
-from tokalign.generate.train.data import micro_batch
+from tokalign.generate.train.data import StepPlan, micro_batch
 from tokalign.generate.train.evaluate import evaluate
 from tokalign.generate.train.finite_guard import FiniteGuard
 from tokalign.generate.train.loss import LossSums
 from tokalign.generate.train.optim import build_optimizer, parameter_counts
-from tokalign.generate.train.plan import StepPlan
 from tokalign.generate.train.reporting import Reporter
 from tokalign.generate.train.save import save_model_folder
 from tokalign.generate.train.sharded_checkpoint import load_sharded, save_sharded
@@ -60,23 +60,20 @@ class TrainResult:
 def train(config: GeneratorTrainConfig) -> TrainResult:
     """Run (or ``--resume``) a generator training run as configured; return its held-out figures."""
     accelerator = _accelerator(config)
-    run, inputs = config.run.run_dir, (config.data.corpus, config.model.init_from)
-    rf.claim(run, inputs)  # refuse before touching anything
-    rf.resume_point(run, config.run.resume)
-    with rf.writing_run(run, inputs, accelerator.is_main_process):
-        resume_from = rf.resume_point(run, config.run.resume)  # again, now that the folder is ours
-        if resume_from is not None:  # the settings, the corpus (by content) and the LM, before any load
-            rf.check_resume_record(config.run.run_dir, config.trajectory(), {})
-            rf.check_resume_inputs(run, rf.input_identities(config.data.corpus, config.model.lm))
-        if resume_from is not None and (done := _already_finished(config, resume_from)) is not None:
-            return done
+    life = rf.lifecycle(config, accelerator.is_main_process)
+    with life.writing() as resume_from:
+        if resume_from is not None:  # the corpus (by content) and the LM, before any load
+            rf.check_resume_inputs(life.folder, rf.input_identities(config.data.corpus, config.model.lm))
+            if (summary := life.finished(resume_from, config.optim.steps)) is not None:
+                return TrainResult(life.folder, config.optim.steps, True, summary.get("step0", {}),
+                                   summary.get("final", {}), summary.get("tokens_per_s", 0.0))
         rf.check_seq_len(config.data.seq_len, config.model.lm)
         if accelerator.is_main_process:  # the sequences are a cache: a stale one is rebuilt, never refused
-            rf.drop_stale_sequences(run, config.data, config.model.lm, fresh=resume_from is None)
+            rf.drop_stale_sequences(life.folder, config.data, config.model.lm, fresh=resume_from is None)
         prepared = prepare(config, accelerator)
         if resume_from is not None:
-            rf.check_resume_record(config.run.run_dir, {}, prepared.identities)
-        return _Run(config, accelerator, prepared).run(resume_from)
+            life.check_identities(prepared.identities)
+        return _Run(config, accelerator, prepared, life).run(resume_from)
 
 
 def _accelerator(config: GeneratorTrainConfig):
@@ -98,31 +95,12 @@ def _check_tracker(name: str) -> None:
                             f"`pip install {module}` or drop --report-to (metrics.jsonl is always written)")
 
 
-def _already_finished(config: GeneratorTrainConfig, checkpoint: Path) -> TrainResult | None:
-    """The finished run's result, or None when something is left to do (a damaged or missing model folder is
-    rebuilt from the last checkpoint)."""
-    from tokalign.generate.model_folder import incomplete_reason
-
-    run = config.run.run_dir
-    if checkpoint.name != f"step_{config.optim.steps}":
-        return None
-    summary = rf.read_summary(run)
-    damage = incomplete_reason(run / rf.MODEL)
-    if summary is None or damage is not None:
-        if damage is not None and (run / rf.MODEL).exists():
-            log.warning("%s is incomplete (%s); saving it again from %s", run / rf.MODEL, damage, checkpoint.name)
-        return None
-    log.info("%s already finished all %d steps; nothing to resume", run, config.optim.steps)
-    return TrainResult(run, config.optim.steps, True, summary.get("step0", {}), summary.get("final", {}),
-                       summary.get("tokens_per_s", 0.0))
-
-
 class _Run:
     """One invocation of a run: set-up, the steps, checkpoints, the final save."""
 
-    def __init__(self, config: GeneratorTrainConfig, accelerator, prepared: Prepared) -> None:
-        self.cfg, self.acc, self.p = config, accelerator, prepared
-        self.run_dir = config.run.run_dir
+    def __init__(self, config: GeneratorTrainConfig, accelerator, prepared: Prepared, life: rf.GeneratorRun) -> None:
+        self.cfg, self.acc, self.p, self.life = config, accelerator, prepared, life
+        self.run_dir = life.folder
         model = prepared.model
         trainable, total = parameter_counts(model)
         log.info("parameters: %s trainable of %s (--train-only %s); %d process(es), %s, %s", f"{trainable:,}",
@@ -164,7 +142,7 @@ class _Run:
                 atomic.write_json(self.run_dir / rf.DIAGNOSTICS, {**diagnostics, "heldout": heldout,
                                                                  "parameters": self.counts})
             reporter.heldout(0, step0)
-        end = cfg.optim.steps if cfg.run.stop_after is None else min(cfg.optim.steps, start + cfg.run.stop_after)
+        end = end_step(start, cfg.optim.steps, cfg.run.stop_after)
         self.model.train()
         rate, t0, window_t = 0.0, time.perf_counter(), time.perf_counter()
         for step in range(start, end):
@@ -175,13 +153,13 @@ class _Run:
                 self.guard.check()  # before any figure is logged or any weight saved (waits for the device)
             self.window.add_(result.sums)
             self.throughput.add(result.useful, result.padded)
-            if self.step % cfg.run.log_every == 0 or self.step == end:
+            if due(self.step, cfg.run.log_every, end):
                 rates = self.throughput.rates(time.perf_counter() - window_t)
                 reporter.train(self.step, self.window.as_dict(), rates, result.grad_norm, self._lr(step))
                 self.window, window_t = LossSums.zeros(acc.device), time.perf_counter()
             if self.step % cfg.run.eval_every == 0 and self.step != cfg.optim.steps:
                 reporter.heldout(self.step, self._evaluate())
-            if self.step % cfg.run.checkpoint_every == 0 or self.step == end:
+            if due(self.step, cfg.run.checkpoint_every, end):
                 self._checkpoint()
         if end > start:
             rate = (end - start) * cfg.global_sequences * cfg.data.seq_len / max(time.perf_counter() - t0, 1e-9)
@@ -233,22 +211,18 @@ class _Run:
         return self.acc.unwrap_model(self.model, keep_torch_compile=False)
 
     def _checkpoint(self) -> None:
-        info = {"trajectory": self.cfg.trajectory()}
+        keep = self.cfg.run.keep_checkpoints
         if self.sharded:  # the window sums are not carried here: a resumed run's first row averages fewer steps
-            save_sharded(self.acc, self.run_dir / rf.CHECKPOINTS, self.step, info, self.cfg.run.keep_checkpoints)
+            save_sharded(self.acc, self.run_dir / rf.CHECKPOINTS, self.step, {"trajectory": self.life.trajectory}, keep)
             return
-        if self.acc.is_main_process:
-            extra = {"window_loss": self.window.loss, "window_count": self.window.count}
-            save_checkpoint(self.run_dir / rf.CHECKPOINTS, self.step, self._plain(),
-                            self.optimizer, info, self.cfg.run.keep_checkpoints, extra=extra)
-        self.acc.wait_for_everyone()
+        extra = {"window_loss": self.window.loss, "window_count": self.window.count}
+        self.life.save_checkpoint(self.acc, self.step, self._plain(), self.optimizer, keep, extra=extra)
 
     def _write_record(self) -> None:
         inputs = rf.input_identities(self.cfg.data.corpus, self.cfg.model.lm)
-        rf.write_record(self.run_dir, {"config": self.cfg.to_json(), "trajectory": self.cfg.trajectory(),
-                                       "identities": self.p.identities, "inputs": inputs, "layout": self.p.layout.to_json(),
-                                       "init": self.p.provenance, "parameters": self.counts,
-                                       "processes": self.acc.num_processes})
+        self.life.write_record({"config": self.cfg.to_json(), "identities": self.p.identities, "inputs": inputs,
+                                "layout": self.p.layout.to_json(), "init": self.p.provenance,
+                                "parameters": self.counts, "processes": self.acc.num_processes})
 
     def _step0(self) -> dict:
         """The held-out figures written before the first step (read back on resume)."""
@@ -274,8 +248,8 @@ class _Run:
     def _finish(self, step0: dict, final: dict, rate: float) -> None:
         state = self.acc.get_state_dict(self.model) if self.sharded else None  # collective under FSDP
         if self.acc.is_main_process:  # the figures first: the model folder, written last, marks the run finished
-            atomic.write_json(self.run_dir / rf.SUMMARY, {"steps": self.step, "step0": step0, "final": final,
-                                                         "tokens_per_s": rate, "parameters": self.counts})
+            self.life.write_summary({"steps": self.step, "step0": step0, "final": final, "tokens_per_s": rate,
+                                     "parameters": self.counts})
             model = self._plain() if self.sharded else self.p.finalize(self._plain())
             record = replace(self.p.record, steps=self.step)
             save_model_folder(self.run_dir / rf.MODEL, model, self.p.tokenizer, self.p.layout, record, state_dict=state)

@@ -11,8 +11,8 @@
     summary.json      the step-0 and final figures
     sequences/        the corpus packed into memory-mapped training rows: a cache keyed by content, rebuilt when stale
 
-Rules, through the shared output rule (:mod:`tokalign.align.formats.outputs`, kind
-:data:`KIND`) and lock (:func:`tokalign.align.formats.lock.writing_folder`): a run folder is written only if it
+Rules, through the shared run lifecycle (:class:`GeneratorRun`, a
+:class:`tokalign.align.training.run_lifecycle.RunLifecycle` of kind :data:`KIND`): a run folder is written only if it
 is new, empty, or a generator run; anything else (user files, a fit run, a folder inside the corpus) is refused in
 one line, and so is a second writer (an exclusive ``fcntl`` lock the kernel drops when its holder dies). A
 generator run with checkpoints or a model is continued only with ``--resume``; one that stopped before its first
@@ -20,24 +20,22 @@ checkpoint holds nothing worth keeping and starts again. A refused run leaves no
 
 ``--resume`` identifies the inputs by content, before anything is loaded (:func:`check_resume_inputs`): the corpus
 by its fingerprint (the same corpus at another path continues, another one of the same size is refused), the LM
-by its spec and identity; the settings by :func:`check_resume_record`, whose refusal names each option with both
-values. A run whose model folder is missing or damaged is saved again from its last checkpoint, reusing the
+by its spec and identity; the settings and the loaded inputs' identities by the lifecycle, whose refusal names
+each option with both values. A run whose model folder is missing or damaged is saved again from its last checkpoint, reusing the
 final figures it logged (:func:`final_figures`), so ``metrics.jsonl`` holds one final held-out row.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from tokalign.align.errors import TokalignError
 from tokalign.align.formats import atomic, outputs
-from tokalign.align.formats.lock import writing_folder
-from tokalign.align.training.checkpoint import list_checkpoints
+from tokalign.align.training.run_lifecycle import RunLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -50,92 +48,38 @@ SUMMARY = "summary.json"
 SEQUENCES = "sequences"
 FORMAT = "tokalign-generator-run"
 KIND = "generator-run"
+outputs.register_kind(KIND, signature=(RECORD, "format", lambda v: v == FORMAT))
 
 
 def read_record(run: Path) -> dict[str, Any] | None:
     """The run's ``run.json`` if it is a generator run, else None."""
-    try:
-        body = json.loads((run / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return body if isinstance(body, dict) and body.get("format") == FORMAT else None
+    return GeneratorRun(run, resume=False, trajectory={}).read_record()
 
 
-def claim(run: Path, inputs: Iterable[Path]) -> outputs.Claim:
-    """May a generator run write ``run``? (read-only; one-line refusal)."""
-    return outputs.claim_output_dir(Path(run), KIND, inputs=[p for p in inputs if p is not None], option="--run")
+class GeneratorRun(RunLifecycle):
+    """What a generator run says about itself to the shared lifecycle: its kind, record and model folder; a model
+    folder that is missing or damaged is not whole, so the run is saved again from its last checkpoint."""
+
+    kind, what, record_name, checkpoints, summary_name = KIND, "generator train", RECORD, CHECKPOINTS, SUMMARY
+    header, version = {"format": FORMAT}, 1
+    products = (MODEL,)
+    noun, resumable, fresh = "a generator run", "generator checkpoint", "a new run"
+    fix = "resume with the original options, --lm, --corpus and --init-from, or start a new --run"
+
+    def complete(self) -> bool:
+        from tokalign.generate.model_folder import incomplete_reason
+
+        model = self.folder / MODEL
+        damage = incomplete_reason(model)
+        if damage is not None and model.exists():
+            log.warning("%s is incomplete (%s); saving it again from the last checkpoint", model, damage)
+        return damage is None and self.read_summary() is not None
 
 
-@contextlib.contextmanager
-def writing_run(run: Path, inputs: Iterable[Path], main: bool) -> Iterator[Path]:
-    """Claim, create, lock and mark ``run`` for the block (the main process; the others only claim)."""
-    with writing_folder(Path(run), KIND, what="generator train", inputs=[p for p in inputs if p is not None],
-                        option="--run", subfolders=(CHECKPOINTS,), lock=main):
-        yield Path(run)
-
-
-def resume_point(run: Path, resume: bool) -> Path | None:
-    """The checkpoint ``--resume`` continues from, or None for a fresh start; refuses what cannot be done."""
-    run = Path(run)
-    mine = read_record(run) is not None
-    checkpoints = list_checkpoints(run / CHECKPOINTS)
-    if not resume:
-        if mine and (checkpoints or (run / MODEL).exists()):
-            raise TokalignError(f"--run {run} already holds a generator run; pass --resume to continue it or choose "
-                                "another --run")
-        return None
-    if not mine or not checkpoints:
-        raise TokalignError(f"nothing to resume in {run}: it holds no generator checkpoint; drop --resume to start a "
-                            "new run")
-    return checkpoints[-1]
-
-
-def check_resume_record(run: Path, trajectory: dict[str, Any], identities: dict[str, Any]) -> None:
-    """A resumed run must have the settings and the inputs (by identity) it started with.
-
-    The refusal names each option that differs with both values (``--lr 0.01 (run) vs 0.005 (now)``).
-    """
-    saved = read_record(run) or {}
-    changed = [k for k in trajectory if saved.get("trajectory", {}).get(k) != trajectory[k]]
-    changed += [k for k in identities if saved.get("identities", {}).get(k) != identities[k]]
-    if changed:
-        details = _differences(saved.get("trajectory", {}), trajectory, saved.get("identities", {}), identities)
-        raise TokalignError(f"--resume with settings or inputs that differ from the run's ({', '.join(changed)})"
-                            f"{': ' + '; '.join(details) if details else ''}; resume with the original options, "
-                            "--lm, --corpus and --init-from, or start a new --run")
-
-
-_IDENTITY_OPTIONS = {"lm_embedding_sha256": "--lm (its embeddings)", "text_tokenizer_sha256": "--lm (its tokenizer)",
-                     "corpus": "--corpus", "init_from": "--init-from"}
-_DERIVED = {"global_sequences": "--batch-tokens (sequences per step)"}
-
-
-def _leaves(body: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    if isinstance(body, dict):
-        out: dict[tuple[str, ...], Any] = {}
-        for key, value in body.items():
-            out.update(_leaves(value, (*prefix, str(key))))
-        return out
-    return {prefix: body}
-
-
-def _option(path: tuple[str, ...]) -> str:
-    return _DERIVED.get(path[-1], "--" + path[-1].replace("_", "-"))
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return "unset" if value is None else str(value)
-
-
-def _differences(run_traj: dict, now_traj: dict, run_ids: dict, now_ids: dict) -> list[str]:
-    """``--option RUN (run) vs NOW (now)`` for every setting that differs, then the inputs by option."""
-    old, new = _leaves(run_traj), _leaves(now_traj)
-    lines = [f"{_option(k)} {_shown(old.get(k))} (run) vs {_shown(new.get(k))} (now)"
-             for k in new if k in old and old[k] != new[k]]
-    lines += [f"{_IDENTITY_OPTIONS.get(k, k)} is not the run's" for k in now_ids if run_ids.get(k) != now_ids[k]]
-    return lines
+def lifecycle(config, main: bool) -> GeneratorRun:
+    """The lifecycle of the run ``config`` describes (a :class:`GeneratorTrainConfig`)."""
+    return GeneratorRun(config.run.run_dir, resume=config.run.resume, trajectory=config.trajectory(),
+                        inputs=(config.data.corpus, config.model.init_from), main=main)
 
 
 # ------------------------------------------------------------------ inputs by content (cheap, before any load)
@@ -166,7 +110,9 @@ def _lm_key(identity: dict) -> dict:
 def _legacy_corpus(run: Path) -> dict | None:
     """The corpus content a run written before ``inputs`` was recorded trained on: its sequences' record."""
     try:
-        body = json.loads((run / SEQUENCES / "sequences.json").read_text(encoding="utf-8"))
+        from tokalign.generate.sequences.build import RECORD as SEQUENCES_RECORD
+
+        body = json.loads((run / SEQUENCES / SEQUENCES_RECORD).read_text(encoding="utf-8"))
         corpus = dict(body["corpus"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -236,11 +182,11 @@ def drop_stale_sequences(run: Path, data, lm_spec: str, fresh: bool) -> None:
 def check_seq_len(seq_len: int, lm_spec: str) -> None:
     """Refuse a ``--seq-len`` beyond the LM's position limit, read from its ``config.json`` (no weights loaded);
     an LM whose config is not at hand is checked when it loads."""
-    from tokalign.align.lm.load import resolve_lm_spec
+    from tokalign.align.lm.load import HF_CONFIG, resolve_lm_spec
 
     try:
         identity = resolve_lm_spec(str(lm_spec)).identity
-        config = json.loads((Path(identity["path"]) / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((Path(identity["path"]) / HF_CONFIG).read_text(encoding="utf-8"))
     except (TokalignError, KeyError, TypeError, OSError, ValueError):
         return
     limit = next((config[k] for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
@@ -252,11 +198,7 @@ def check_seq_len(seq_len: int, lm_spec: str) -> None:
 
 def read_summary(run: Path) -> dict[str, Any] | None:
     """The run's ``summary.json`` (written just before the model folder), or None."""
-    try:
-        body = json.loads((Path(run) / SUMMARY).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return body if isinstance(body, dict) else None
+    return GeneratorRun(run, resume=False, trajectory={}).read_summary()
 
 
 def final_figures(run: Path, step: int) -> tuple[dict[str, Any], float] | None:
@@ -274,7 +216,3 @@ def final_figures(run: Path, step: int) -> tuple[dict[str, Any], float] | None:
     rates = [r["tokens_per_s"] for r in rows if r.get("split") == "train" and isinstance(r.get("tokens_per_s"), (int, float))]
     figures = {k: v for k, v in final[-1].items() if k not in ("step", "split")}
     return figures, (sum(rates) / len(rates) if rates else 0.0)
-
-
-def write_record(run: Path, body: dict[str, Any]) -> None:
-    atomic.write_json(run / RECORD, {"format": FORMAT, "version": 1, **body})

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tokalign.align.formats import atomic
-from tokalign.align.training.checkpoint import list_checkpoints
-
-TRAINER = "trainer.json"
+from tokalign.align.training.checkpoint import TRAINER, list_checkpoints
 
 
 def save_sharded(accelerator, folder: Path, step: int, info: dict[str, Any], keep: int) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tokalign.generate.train.plan import StepPlan
+from tokalign.generate.train.data import StepPlan
 
 
 def _plan(train: np.ndarray, world: int = 1, rank: int = 0, seed: int = 3) -> StepPlan:
