@@ -12,12 +12,18 @@ STAMP := $(VENV)/.tokalign-installed
 LOCK := constraints.txt
 PIP_FLAGS := --quiet --disable-pip-version-check
 LATEST ?= .venv-latest
-DEMO_CORPUS ?= data/shapes
+# The demo's scale (README, "In make demo"): 32x32-pixel patches (an 8x8 grid of 64 tokens per scene), a
+# 1,024-code k-means codebook, a 4-layer generator on 112-token sequences (64 image tokens, captions of at most 35
+# tokens and the structure tokens: none is cut), 16 sequences a step.
+DEMO_CORPUS ?= data/shapes-8x8
+DEMO_PATCH ?= 32
+DEMO_CODEBOOK ?= 1024
 DEMO_RUN ?= runs/demo
 DEMO_STEPS ?= 800
 DEMO_GEN_RUN ?= runs/demo-generator
 DEMO_GEN_LAYERS ?= 4
-DEMO_GEN_STEPS ?= 10
+DEMO_GEN_SEQ ?= 112
+DEMO_GEN_STEPS ?= 60
 
 .PHONY: install demo test test-latest lock bench clean
 
@@ -30,22 +36,22 @@ $(STAMP): pyproject.toml $(LOCK)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tokalign demo-corpus --out $(DEMO_CORPUS) --if-missing
+	$(BIN)/tokalign demo-corpus --out $(DEMO_CORPUS) --patch $(DEMO_PATCH) --codebook-size $(DEMO_CODEBOOK) --if-missing
 	rm -rf $(DEMO_RUN)
 	$(BIN)/tokalign fit --corpus $(DEMO_CORPUS) --run $(DEMO_RUN) --steps $(DEMO_STEPS)
-	@for t in 405 4096 12000; do $(BIN)/tokalign neighbors --run $(DEMO_RUN) --image-token $$t -k 5 || exit 1; done
+	@for t in 25 400 1000; do $(BIN)/tokalign neighbors --run $(DEMO_RUN) --image-token $$t -k 5 || exit 1; done
 	$(BIN)/tokalign neighbors --run $(DEMO_RUN) --text-token " red" -k 8 --show $(DEMO_RUN)/red_neighbors.png
 	$(BIN)/tokalign report --run $(DEMO_RUN)
 	$(BIN)/tokalign export --run $(DEMO_RUN) --to generator-init --out $(DEMO_RUN)/generator_init.safetensors
 	rm -rf $(DEMO_GEN_RUN)
 	$(BIN)/tokalign generator train --corpus $(DEMO_CORPUS) --run $(DEMO_GEN_RUN) --init aligned \
-		--init-from $(DEMO_RUN)/generator_init.safetensors --num-layers $(DEMO_GEN_LAYERS) --seq-len 1088 \
-		--steps $(DEMO_GEN_STEPS) --batch-tokens 4352 --micro-batch 2 --warmup-steps 1 --lr 4e-3 \
-		--holdout 64 --eval-batches 2 --log-every 1 --checkpoint-every $(DEMO_GEN_STEPS) --device cpu
+		--init-from $(DEMO_RUN)/generator_init.safetensors --num-layers $(DEMO_GEN_LAYERS) --seq-len $(DEMO_GEN_SEQ) \
+		--steps $(DEMO_GEN_STEPS) --batch-tokens $$((16 * $(DEMO_GEN_SEQ))) --micro-batch 8 --warmup-steps 6 --lr 3e-3 \
+		--holdout 64 --eval-batches 8 --eval-every 20 --log-every 10 --checkpoint-every $(DEMO_GEN_STEPS) --device cpu
 	@for s in 1 3; do $(BIN)/tokalign generator sample --model $(DEMO_GEN_RUN)/model --out $(DEMO_GEN_RUN)/samples-cfg$$s \
 		--prompt "a large red circle in the center" --prompt "a small blue square in the top left" \
 		-n 2 --cfg-scale $$s --top-k 200 --no-progress || exit 1; done
-	$(BIN)/tokalign generator probe --model $(DEMO_GEN_RUN)/model --image-rows 4096
+	$(BIN)/tokalign generator probe --model $(DEMO_GEN_RUN)/model
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -19,20 +19,40 @@ def _d(name: str):
 @click.option("--items", type=int, default=_d("items"), show_default=True, help="Image-caption pairs to generate.")
 @click.option("--seed", type=int, default=_d("seed"), show_default=True, help="Seed of the scenes and the codebook.")
 @click.option("--codebook-size", type=int, default=_d("codebook_size"), show_default=True, help="Image tokenizer codebook size.")
+@click.option("--patch", type=int, default=_d("patch"), show_default=True,
+              help="Side of the square pixel patch one image token covers (8: a 32x32 grid; 32: 8x8).")
 @click.option("--codebook-images", type=int, default=_d("codebook_images"), show_default=True, help="Scenes the k-means codebook is fitted on.")
 @click.option("--lm", default=_d("lm"), show_default=True, help="LM whose tokenizer encodes the captions.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache for derived LM weights.")
 @click.option("--if-missing", is_flag=True, help="Do nothing when --out already holds a corpus.")
 @click.option("--force", is_flag=True, help="Rebuild even when --out already holds a corpus.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def demo_corpus(out, items, seed, codebook_size, codebook_images, lm, cache_dir, if_missing, force, no_progress) -> None:
+def demo_corpus(out, items, seed, codebook_size, patch, codebook_images, lm, cache_dir, if_missing, force, no_progress) -> None:
     """Generate shape scenes with captions and tokenize them (k-means image tokenizer)."""
+    from tokalign.align.formats.corpus import MANIFEST
     from tokalign.align.tokenize.demo_corpus import build_demo_corpus
 
-    config = DemoCorpusConfig(out=out, items=items, seed=seed, codebook_size=codebook_size,
+    config = DemoCorpusConfig(out=out, items=items, seed=seed, codebook_size=codebook_size, patch=patch,
                               codebook_images=codebook_images, lm=lm, cache_root=cache_dir, progress=not no_progress)
-    if if_missing and (out / "manifest.json").exists():
+    if if_missing and (out / MANIFEST).exists():
+        _check_same_settings(config)
         click.echo(f"corpus: {out} (already built)")
         return
     build_demo_corpus(config, overwrite=force)
     click.echo(f"corpus: {out}")
+
+
+def _check_same_settings(config) -> None:
+    """--if-missing keeps an existing corpus only if it was built with these settings (one line otherwise)."""
+    from tokalign.align.errors import TokalignError
+    from tokalign.align.formats.corpus import read_manifest
+    from tokalign.align.tokenize.demo_corpus import settings_differ
+
+    try:
+        manifest = read_manifest(config.out)
+    except TokalignError:
+        return  # not readable as a corpus: the commands that read it say so
+    differ = settings_differ(config, manifest) if isinstance(manifest, dict) else []
+    if differ:
+        raise TokalignError(f"{config.out} holds a corpus built with other settings ({'; '.join(differ)}); pass "
+                            "--force to rebuild it, or choose another --out")
