@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from tokalign.align.tokenize.demo_corpus import DemoCorpusConfig
-from tokalign.cli.options import default_of
+from tokalign.cli.options import config_option
 
 
-def _d(name: str):
-    return default_of(DemoCorpusConfig, name)
+def _o(name: str, **kwargs):
+    return config_option(DemoCorpusConfig, name, **kwargs)
 
 
 @click.command("demo-corpus")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Corpus folder to create.")
-@click.option("--items", type=int, default=_d("items"), show_default=True, help="Image-caption pairs to generate.")
-@click.option("--seed", type=int, default=_d("seed"), show_default=True, help="Seed of the scenes and the codebook.")
-@click.option("--codebook-size", type=int, default=_d("codebook_size"), show_default=True, help="Image tokenizer codebook size.")
-@click.option("--patch", type=int, default=_d("patch"), show_default=True,
-              help="Side of the square pixel patch one image token covers (8: a 32x32 grid; 32: 8x8).")
-@click.option("--codebook-images", type=int, default=_d("codebook_images"), show_default=True, help="Scenes the k-means codebook is fitted on.")
-@click.option("--lm", default=_d("lm"), show_default=True, help="LM whose tokenizer encodes the captions.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache for derived LM weights.")
+@_o("out")
+@_o("items")
+@_o("seed")
+@_o("codebook_size")
+@_o("patch")
+@_o("codebook_images")
+@_o("lm")
+@_o("cache_root", dest="cache_dir")
 @click.option("--if-missing", is_flag=True, help="Do nothing when --out already holds a corpus.")
 @click.option("--force", is_flag=True, help="Rebuild even when --out already holds a corpus.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")

@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from tokalign.cli.options import default_of
+from tokalign.cli.options import config_option
 from tokalign.generate.probe.config import DEVICES, ProbeConfig
 
 
-def _d(name: str):
-    return default_of(ProbeConfig, name)
+def _o(name: str, **kwargs):
+    return config_option(ProbeConfig, name, **kwargs)
 
 
 @click.command("probe")
-@click.option("--model", type=click.Path(path_type=Path), required=True, help="Generator folder `tokalign generator train` wrote.")
-@click.option("--base", default=None, help="The LM to compare with (what `fit --lm` takes) [default: the one the generator started from].")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for probe.json and probe.md [default: MODEL/probe].")
-@click.option("--init-from", type=click.Path(path_type=Path), default=None, help="The generator-init file the image rows started from, if the record's is gone or its init cannot be rebuilt.")
-@click.option("--clip-model", type=click.Path(path_type=Path), default=None, help="Local open_clip folder (open_clip_config.json + safetensors): CLIP score of samples of held-out captions.")
-@click.option("--clip-samples", type=int, default=_d("clip_samples"), show_default=True, help="Held-out captions to sample for the CLIP score.")
-@click.option("--cfg-scale", type=float, default=_d("cfg_scale"), show_default=True, help="Guidance of the CLIP samples (1 = off).")
-@click.option("--text-file", type=click.Path(path_type=Path), default=None, help="Held-out English text to score instead of the packaged one (UTF-8).")
-@click.option("--max-text-tokens", type=int, default=_d("max_text_tokens"), show_default=True, help="Score the first N tokens of the held-out text.")
-@click.option("--window", type=int, default=_d("window"), show_default=True, help="Perplexity window in tokens.")
-@click.option("--max-new-tokens", type=int, default=_d("max_new_tokens"), show_default=True, help="Greedy completion length of the knowledge prompts.")
-@click.option("-k", "k", type=int, default=_d("k"), show_default=True, help="Nearest text tokens per image row.")
-@click.option("--image-rows", type=int, default=_d("image_rows"), show_default=True, help="Probe N evenly spaced image rows (0 = all).")
-@click.option("--seed", type=int, default=_d("seed"), show_default=True, help="Seed of the CLIP samples.")
-@click.option("--device", type=click.Choice(DEVICES), default=_d("device"), show_default=True, help="Where the models run.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache of the base LM's figures and frozen rows [default: $TOKALIGN_CACHE or ~/.cache/tokalign].")
+@_o("model")
+@_o("base")
+@_o("out")
+@_o("init_from")
+@_o("clip_model")
+@_o("clip_samples")
+@_o("cfg_scale")
+@_o("text_file")
+@_o("max_text_tokens")
+@_o("window")
+@_o("max_new_tokens")
+@_o("k")
+@_o("image_rows")
+@_o("seed")
+@_o("device", type=click.Choice(DEVICES))
+@_o("cache_root", dest="cache_dir")
 @click.option("--no-progress", is_flag=True, help="Hide the sampler's progress bar.")
 def probe(model, base, out, init_from, clip_model, clip_samples, cfg_scale, text_file, max_text_tokens, window,
           max_new_tokens, k, image_rows, seed, device, cache_dir, no_progress) -> None:

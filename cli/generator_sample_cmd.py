@@ -6,30 +6,30 @@ from pathlib import Path
 
 import click
 
-from tokalign.cli.options import default_of
-from tokalign.generate.sample.config import DEVICES, DTYPES, SampleConfig
+from tokalign.cli.options import config_option
+from tokalign.generate.sample.config import DTYPES, SampleConfig
 
 
-def _d(name: str):
-    return default_of(SampleConfig, name)
+def _o(name: str, **kwargs):
+    return config_option(SampleConfig, name, **kwargs)
 
 
 @click.command("sample")
-@click.option("--model", type=click.Path(path_type=Path), required=True, help="Generator folder `tokalign generator train` wrote.")
+@_o("model")
 @click.option("--prompt", "prompt", multiple=True, help="A caption to draw (repeatable; \"\" = unconditional).")
 @click.option("--prompts", "prompts_file", type=click.Path(path_type=Path), default=None, help="A file of prompts: one per line, or .jsonl with \"prompt\".")
-@click.option("-n", "n", type=int, default=_d("n"), show_default=True, help="Images per prompt.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the PNGs, grid.png, samples.safetensors and samples.json.")
-@click.option("--temperature", type=float, default=_d("temperature"), show_default=True, help="Softmax temperature (> 0).")
-@click.option("--top-k", type=int, default=_d("top_k"), show_default=True, help="Keep the k most likely image ids (0 = off).")
-@click.option("--top-p", type=float, default=_d("top_p"), show_default=True, help="Nucleus sampling mass in (0, 1] (1 = off).")
-@click.option("--cfg-scale", type=float, default=_d("cfg_scale"), show_default=True, help="Classifier-free guidance scale on raw logits, u + s (c - u) (1 = off).")
-@click.option("--seed", type=int, default=_d("seed"), show_default=True, help="Seed; image (prompt p, sample s) is the same in any batch.")
-@click.option("--batch-size", type=int, default=_d("batch_size"), show_default=True, help="Images per batch (x2 rows with guidance).")
-@click.option("--device", default=_d("device"), show_default=True, help=f"{', '.join(DEVICES)} or cuda:N.")
-@click.option("--dtype", type=click.Choice(DTYPES), default=_d("dtype"), show_default=True, help="Model precision (auto: bfloat16 on GPU, float32 on CPU).")
-@click.option("--corpus", type=click.Path(path_type=Path), default=None, help="The generator's corpus, if it moved (its image tokenizer decodes the samples).")
-@click.option("--image-tokenizer-path", default=None, help="Where the corpus's image tokenizer weights moved to.")
+@_o("n")
+@_o("out")
+@_o("temperature")
+@_o("top_k")
+@_o("top_p")
+@_o("cfg_scale")
+@_o("seed")
+@_o("batch_size")
+@_o("device")
+@_o("dtype", type=click.Choice(DTYPES))
+@_o("corpus")
+@_o("image_tokenizer_path")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def sample(model, prompt, prompts_file, n, out, temperature, top_k, top_p, cfg_scale, seed, batch_size, device, dtype,
            corpus, image_tokenizer_path, no_progress) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from tokalign.align.fit.export import EXPORT_TARGETS, RESCALE_MODES
+from tokalign.align.fit.export import RESCALE_MODES, ExportConfig
+from tokalign.cli.options import config_option
 
 _RUN_HELP = "Run folder written by `tokalign fit`."
 
@@ -54,17 +55,15 @@ def format_neighbors(result) -> list[str]:
 
 
 @click.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help=_RUN_HELP)
-@click.option("--to", "target", required=True, help=f"Export target: {', '.join(sorted(EXPORT_TARGETS))}.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="File to write (e.g. init.safetensors); written atomically.")
-@click.option("--rescale", type=click.Choice(RESCALE_MODES), default="global", show_default=True,
-              help="generator-init: scale the whole table to the LM's mean row norm (keeps what the fit learned), or each row.")
-@click.option("--seed", type=int, default=0, show_default=True, help="generator-init: seed of the special-token rows.")
-@click.option("--force", is_flag=True, help="Replace an existing --out file that tokalign did not write (an earlier "
-              "export of the same target is always replaced).")
+@config_option(ExportConfig, "run", dest="run_dir")
+@config_option(ExportConfig, "target", required=True, default=None, show_default=False)  # say it explicitly
+@config_option(ExportConfig, "out")
+@config_option(ExportConfig, "rescale", type=click.Choice(RESCALE_MODES))
+@config_option(ExportConfig, "seed")
+@config_option(ExportConfig, "force")
 def export(run_dir, target, out, rescale, seed, force) -> None:
     """Export a fitted run, e.g. the rows that initialize a text-to-image generator (--to generator-init)."""
-    from tokalign.align.fit.export import ExportConfig, export_run
+    from tokalign.align.fit.export import export_run
 
     result = export_run(ExportConfig(run=run_dir, out=out, target=target, rescale=rescale, seed=seed, force=force))
     click.echo(f"wrote {result.out} ({result.target})")

@@ -9,40 +9,40 @@ import click
 from tokalign.align.image_tokenizers.registry import KINDS
 from tokalign.align.sources.spec import FORMATS, SourceSpec
 from tokalign.align.tokenize.config import DTYPES, TokenizeConfig
-from tokalign.cli.options import default_of
+from tokalign.cli.options import config_option, default_of
 
 
-def _d(name: str):
-    return default_of(TokenizeConfig, name)
+def _o(name: str, **kwargs):
+    return config_option(TokenizeConfig, name, **kwargs)
 
 
 @click.command()
 @click.option("--input", "input_", required=True, help="Tar shard(s) or brace pattern, an image folder, a parquet file/folder, a saved HF dataset, or a .npy of tokens.")
 @click.option("--input-format", type=click.Choice(FORMATS), default=None, help="Input format [default: detected].")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Corpus folder to write.")
-@click.option("--image-tokenizer", type=click.Choice(KINDS), default=_d("image_tokenizer"), show_default=True, help="Image tokenizer.")
-@click.option("--image-tokenizer-path", default=None, help="movq: weights folder (or hub id); kmeans: saved codebook file or corpus; pretokenized: the tokenizer that made the tokens.")
-@click.option("--fit-codebook", is_flag=True, help="kmeans: fit the codebook on the first --codebook-images usable images of this input.")
-@click.option("--codebook-size", type=int, default=_d("codebook_size"), show_default=True, help="kmeans --fit-codebook / pretokenized: codebook size.")
-@click.option("--codebook-images", type=int, default=_d("codebook_images"), show_default=True, help="kmeans --fit-codebook: images to fit on.")
-@click.option("--grid", type=int, default=_d("grid"), show_default=True, help="pretokenized without a path: tokens per image = grid x grid.")
-@click.option("--min-side", type=int, default=_d("min_side"), show_default=True, help="Skip images whose shorter side is below this; upscale those between it and 256.")
+@_o("out")
+@_o("image_tokenizer", type=click.Choice(KINDS))
+@_o("image_tokenizer_path")
+@_o("fit_codebook")
+@_o("codebook_size")
+@_o("codebook_images")
+@_o("grid")
+@_o("min_side")
 @click.option("--captions", default=None, help="folder/npy inputs: the captions file [default: captions.jsonl|csv, metadata.jsonl|csv].")
 @click.option("--image-column", default=None, help="parquet/hf: image column [default: detected].")
 @click.option("--caption-column", default=None, help="parquet/hf: caption column [default: detected].")
 @click.option("--split", default=None, help="hf DatasetDict: the split [default: train].")
 @click.option("--shard-size", type=int, default=default_of(SourceSpec, "part_size"), show_default=True, help="Items per output shard for folder/parquet/hf/npy inputs (a tar is one shard).")
-@click.option("--lm", default=_d("lm"), show_default=True, help="LM whose tokenizer encodes the captions.")
-@click.option("--batch-size", type=int, default=_d("batch_size"), show_default=True, help="Images per encode call.")
-@click.option("--workers", type=int, default=None, help="Data-loading processes [default: cores - 1, at most 8; 0 = in this process].")
-@click.option("--device", default=None, help="Encode on this device (cpu, cuda, cuda:1) [default: cuda when available].")
-@click.option("--dtype", type=click.Choice(DTYPES), default=_d("dtype"), show_default=True, help="movq compute precision.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (finished shards are kept).")
-@click.option("--force", is_flag=True, help="Replace what --out holds.")
-@click.option("--stop-after-parts", type=int, default=None, help="End after N shards (resumable), e.g. on time-limited jobs.")
-@click.option("--seed", type=int, default=_d("seed"), show_default=True, help="Seed of the k-means fit.")
-@click.option("--kmeans-iterations", type=int, default=_d("kmeans_iterations"), show_default=True, help="kmeans --fit-codebook: k-means iterations.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache for derived LM weights.")
+@_o("lm")
+@_o("batch_size")
+@_o("workers", default=None, show_default=False)  # None: the config's default_factory
+@_o("device")
+@_o("dtype", type=click.Choice(DTYPES))
+@_o("resume")
+@_o("force")
+@_o("stop_after_parts")
+@_o("seed")
+@_o("kmeans_iterations")
+@_o("cache_root", dest="cache_dir")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def tokenize(input_, input_format, out, image_tokenizer, image_tokenizer_path, fit_codebook, codebook_size, codebook_images,
              grid, min_side, captions, image_column, caption_column, split, shard_size, lm, batch_size, workers, device,

@@ -29,7 +29,7 @@ specializes (unlike copies of the mean row, which start identical).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -39,6 +39,7 @@ from tokalign.align.formats import generator_init as gi
 from tokalign.align.formats import outputs
 from tokalign.align.formats import run_folder as rd
 from tokalign.align.formats.hashing import tensors_sha256
+from tokalign.align.training.settings import option_help as _help
 
 if TYPE_CHECKING:
     import torch
@@ -54,12 +55,18 @@ _TARGET_FORMATS = {gi.TARGET: gi.FORMAT}  # the file format each target writes (
 
 @dataclass(frozen=True)
 class ExportConfig:
-    run: Path
-    out: Path
-    target: str = "generator-init"
-    rescale: str = "global"  #: generator-init: "global" or "per-row" (module docstring)
-    seed: int = 0  #: generator-init: seed of the special-token rows
-    force: bool = False  #: replace an existing ``out`` that tokalign did not write (a file of the target's format always is)
+    run: Path = field(metadata=_help("Run folder written by `tokalign fit`."))
+    out: Path = field(metadata=_help("File to write (e.g. init.safetensors); written atomically."))
+    #: one of :data:`EXPORT_TARGETS` (its help names the one registered below; list a new one there too)
+    target: str = field(default="generator-init", metadata=_help(f"Export target: {gi.TARGET}."))
+    #: generator-init: "global" or "per-row" (module docstring)
+    rescale: str = field(default="global", metadata=_help(
+        "generator-init: scale the whole table to the LM's mean row norm (keeps what the fit learned), or each row."))
+    seed: int = field(default=0, metadata=_help("generator-init: seed of the special-token rows."))
+    #: replace an existing ``out`` that tokalign did not write (a file of the target's format always is)
+    force: bool = field(default=False, metadata=_help(
+        "Replace an existing --out file that tokalign did not write (an earlier export of the same target is always "
+        "replaced)."))
 
     def __post_init__(self) -> None:
         check_seed(self.seed)

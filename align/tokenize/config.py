@@ -11,6 +11,7 @@ from tokalign.align.errors import TokalignError
 from tokalign.align.fit.guards import check_seed
 from tokalign.align.image_tokenizers.registry import KINDS
 from tokalign.align.sources.spec import SourceSpec
+from tokalign.align.training.settings import option_help as _help
 
 
 def default_workers() -> int:
@@ -24,26 +25,35 @@ DTYPES = ("float32", "bfloat16", "float16")
 @dataclass(frozen=True)
 class TokenizeConfig:
     source: SourceSpec
-    out: Path
-    image_tokenizer: str = "movq"
-    image_tokenizer_path: str | None = None
-    fit_codebook: bool = False  # kmeans: fit the codebook on the first --codebook-images usable images
-    codebook_size: int = 16384  # kmeans --fit-codebook, pretokenized without a decoder
-    codebook_images: int = 1024
-    kmeans_iterations: int = 8
-    grid: int = 32  # pretokenized without a decoder: tokens per image = grid * grid
+    out: Path = field(metadata=_help("Corpus folder to write."))
+    image_tokenizer: str = field(default="movq", metadata=_help("Image tokenizer."))
+    image_tokenizer_path: str | None = field(default=None, metadata=_help(
+        "movq: weights folder (or hub id); kmeans: saved codebook file or corpus; pretokenized: the tokenizer that "
+        "made the tokens."))
+    fit_codebook: bool = field(default=False, metadata=_help(
+        "kmeans: fit the codebook on the first --codebook-images usable images of this input."))
+    codebook_size: int = field(default=16384, metadata=_help("kmeans --fit-codebook / pretokenized: codebook size."))
+    codebook_images: int = field(default=1024, metadata=_help("kmeans --fit-codebook: images to fit on."))
+    kmeans_iterations: int = field(default=8, metadata=_help("kmeans --fit-codebook: k-means iterations."))
+    grid: int = field(default=32, metadata=_help("pretokenized without a path: tokens per image = grid x grid."))
     image_size: int = 256
-    min_side: int = 64  # shorter side below this: skipped as too_small; between this and image_size: upscaled
-    lm: str = DEFAULT_LM
-    cache_root: Path | None = None
-    batch_size: int = 32  # images per encode call
-    workers: int = field(default_factory=default_workers)
-    device: str | None = None  # None: cuda when available
-    dtype: str = "float32"  # movq compute precision
-    resume: bool = False
-    force: bool = False
-    stop_after_parts: int | None = None  # stop (resumably) after this many parts: for tests and time-boxed jobs
-    seed: int = 0
+    # shorter side below min_side: skipped as too_small; between it and image_size: upscaled
+    min_side: int = field(default=64, metadata=_help(
+        "Skip images whose shorter side is below this; upscale those between it and 256."))
+    lm: str = field(default=DEFAULT_LM, metadata=_help("LM whose tokenizer encodes the captions."))
+    cache_root: Path | None = field(default=None, metadata=_help("Cache for derived LM weights."))
+    batch_size: int = field(default=32, metadata=_help("Images per encode call."))
+    workers: int = field(default_factory=default_workers, metadata=_help(
+        "Data-loading processes [default: cores - 1, at most 8; 0 = in this process]."))
+    device: str | None = field(default=None, metadata=_help(
+        "Encode on this device (cpu, cuda, cuda:1) [default: cuda when available]."))
+    dtype: str = field(default="float32", metadata=_help("movq compute precision."))
+    resume: bool = field(default=False, metadata=_help(
+        "Continue an interrupted run in --out (finished shards are kept)."))
+    force: bool = field(default=False, metadata=_help("Replace what --out holds."))
+    stop_after_parts: int | None = field(default=None, metadata=_help(
+        "End after N shards (resumable), e.g. on time-limited jobs."))
+    seed: int = field(default=0, metadata=_help("Seed of the k-means fit."))
     progress: bool = True
 
     def __post_init__(self) -> None:

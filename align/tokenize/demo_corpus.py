@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from tokalign.align.errors import TokalignError
 from tokalign.align.training.progress import progress_bar
 from tokalign.align.fit.config import DEFAULT_LM
 from tokalign.align.fit.guards import check_seed
+from tokalign.align.training.settings import option_help as _help
 
 log = logging.getLogger(__name__)
 TOKENIZER_FILE = "image_tokenizer.safetensors"
@@ -32,15 +33,16 @@ IMAGE_SIZE = 256  #: side of a rendered scene in pixels; ``patch`` must divide i
 
 @dataclass(frozen=True)
 class DemoCorpusConfig:
-    out: Path
-    items: int = 12288
-    seed: int = 0
-    codebook_size: int = 16384
-    patch: int = 8
-    codebook_images: int = 3072
+    out: Path = field(metadata=_help("Corpus folder to create."))
+    items: int = field(default=12288, metadata=_help("Image-caption pairs to generate."))
+    seed: int = field(default=0, metadata=_help("Seed of the scenes and the codebook."))
+    codebook_size: int = field(default=16384, metadata=_help("Image tokenizer codebook size."))
+    patch: int = field(default=8, metadata=_help(
+        "Side of the square pixel patch one image token covers (8: a 32x32 grid; 32: 8x8)."))
+    codebook_images: int = field(default=3072, metadata=_help("Scenes the k-means codebook is fitted on."))
     kmeans_iterations: int = 8
-    lm: str = DEFAULT_LM
-    cache_root: Path | None = None
+    lm: str = field(default=DEFAULT_LM, metadata=_help("LM whose tokenizer encodes the captions."))
+    cache_root: Path | None = field(default=None, metadata=_help("Cache for derived LM weights."))
     shard_size: int = 4096
     chunk: int = 256
     progress: bool = True

@@ -1,16 +1,18 @@
 """What ``tokalign generator probe`` measures and where it writes: one frozen dataclass, validated when built.
 
-Torch-free at import; the one home of the probe's defaults (the CLI reads them with ``default_of``).
+Torch-free at import; the one home of the probe's defaults and option help (the CLI builds its options with
+``config_option``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokalign.align.errors import TokalignError
+from tokalign.align.training.settings import option_help as _help
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -24,22 +26,31 @@ class ProbeConfig:
     not name one; ``text_file`` replaces the packaged held-out text (UTF-8, plain English).
     """
 
-    model: Path
-    base: str | None = None
-    out: Path | None = None
-    init_from: Path | None = None
-    clip_model: Path | None = None
-    text_file: Path | None = None
-    max_text_tokens: int = 1024  #: the held-out text is cut to its first N tokens
-    window: int = 512  #: perplexity windows (non-overlapping; the first token of each is context only)
-    max_new_tokens: int = 16  #: greedy completion length of the knowledge prompts
-    k: int = 10  #: nearest text tokens per image row
-    image_rows: int = 0  #: image rows probed (an evenly spaced subset); 0: all
-    clip_samples: int = 8  #: held-out captions sampled and scored with --clip-model
-    cfg_scale: float = 1.0  #: guidance of the CLIP samples
-    seed: int = 0
-    device: str = "auto"
-    cache_root: Path | None = None
+    model: Path = field(metadata=_help("Generator folder `tokalign generator train` wrote."))
+    base: str | None = field(default=None, metadata=_help(
+        "The LM to compare with (what `fit --lm` takes) [default: the one the generator started from]."))
+    out: Path | None = field(default=None, metadata=_help("Folder for probe.json and probe.md [default: MODEL/probe]."))
+    init_from: Path | None = field(default=None, metadata=_help(
+        "The generator-init file the image rows started from, if the record's is gone or its init cannot be rebuilt."))
+    clip_model: Path | None = field(default=None, metadata=_help(
+        "Local open_clip folder (open_clip_config.json + safetensors): CLIP score of samples of held-out captions."))
+    text_file: Path | None = field(default=None, metadata=_help(
+        "Held-out English text to score instead of the packaged one (UTF-8)."))
+    #: the held-out text is cut to its first N tokens
+    max_text_tokens: int = field(default=1024, metadata=_help("Score the first N tokens of the held-out text."))
+    #: perplexity windows (non-overlapping; the first token of each is context only)
+    window: int = field(default=512, metadata=_help("Perplexity window in tokens."))
+    max_new_tokens: int = field(default=16, metadata=_help("Greedy completion length of the knowledge prompts."))
+    k: int = field(default=10, metadata=_help("Nearest text tokens per image row."))
+    #: image rows probed (an evenly spaced subset); 0: all
+    image_rows: int = field(default=0, metadata=_help("Probe N evenly spaced image rows (0 = all)."))
+    #: held-out captions sampled and scored with --clip-model
+    clip_samples: int = field(default=8, metadata=_help("Held-out captions to sample for the CLIP score."))
+    cfg_scale: float = field(default=1.0, metadata=_help("Guidance of the CLIP samples (1 = off)."))
+    seed: int = field(default=0, metadata=_help("Seed of the CLIP samples."))
+    device: str = field(default="auto", metadata=_help("Where the models run."))
+    cache_root: Path | None = field(default=None, metadata=_help(
+        "Cache of the base LM's figures and frozen rows [default: $TOKALIGN_CACHE or ~/.cache/tokalign]."))
     progress: bool = True
 
     def __post_init__(self) -> None:

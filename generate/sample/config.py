@@ -1,6 +1,6 @@
 """The validated settings of ``tokalign generator sample``: one frozen dataclass, defaults stated once here.
 
-Torch-free. Click options take their defaults from this class (``tokalign.cli.options.default_of``); every
+Torch-free. Click options take their defaults and help from this class (``tokalign.cli.options.config_option``); every
 check a user can fail raises :class:`~tokalign.align.errors.TokalignError` with one line naming the fix.
 """
 
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokalign.align.errors import TokalignError
+from tokalign.align.training.settings import option_help as _help
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -25,20 +26,24 @@ class SampleConfig:
     plain conditional sampling; ``top_k`` 0 and ``top_p`` 1 switch those filters off.
     """
 
-    model: Path
-    out: Path
+    model: Path = field(metadata=_help("Generator folder `tokalign generator train` wrote."))
+    out: Path = field(metadata=_help("Folder for the PNGs, grid.png, samples.safetensors and samples.json."))
     prompts: tuple[str, ...] = ()
-    n: int = 8
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    cfg_scale: float = 1.0
-    seed: int = 0
-    batch_size: int = 16
-    device: str = "auto"
-    dtype: str = "auto"
-    corpus: Path | None = None  # where the generator's corpus moved to [default: the record's path]
-    image_tokenizer_path: str | None = None  # where the corpus's image tokenizer moved to
+    n: int = field(default=8, metadata=_help("Images per prompt."))
+    temperature: float = field(default=1.0, metadata=_help("Softmax temperature (> 0)."))
+    top_k: int = field(default=0, metadata=_help("Keep the k most likely image ids (0 = off)."))
+    top_p: float = field(default=1.0, metadata=_help("Nucleus sampling mass in (0, 1] (1 = off)."))
+    cfg_scale: float = field(default=1.0, metadata=_help(
+        "Classifier-free guidance scale on raw logits, u + s (c - u) (1 = off)."))
+    seed: int = field(default=0, metadata=_help("Seed; image (prompt p, sample s) is the same in any batch."))
+    batch_size: int = field(default=16, metadata=_help("Images per batch (x2 rows with guidance)."))
+    device: str = field(default="auto", metadata=_help(f"{', '.join(DEVICES)} or cuda:N."))
+    dtype: str = field(default="auto", metadata=_help("Model precision (auto: bfloat16 on GPU, float32 on CPU)."))
+    # where the generator's corpus moved to [default: the record's path]
+    corpus: Path | None = field(default=None, metadata=_help(
+        "The generator's corpus, if it moved (its image tokenizer decodes the samples)."))
+    image_tokenizer_path: str | None = field(default=None, metadata=_help(
+        "Where the corpus's image tokenizer weights moved to."))
     progress: bool = True
 
     def __post_init__(self) -> None:
