@@ -1,25 +1,29 @@
-"""The ``calibrated`` head's fit: output rows for the new ids from three numbers, chosen on the model's own states.
+"""The ``calibrated`` head's fit: output rows for the new ids from five numbers, chosen on the model's own states.
 
-With ``h`` a final hidden state (the output layer's input) over the calibration positions, three fixed
-directions are read off the data: ``u``, the unit vector from the mean ``h`` at caption-target positions to the
-mean ``h`` at image-target positions (what separates "next is an image token" from "next is a caption token");
-``m``, the unit mean of all ``h`` (a shift shared by every position, the head's stand-in for a bias); and
+With ``h`` a final hidden state (the output layer's input) over the calibration positions, fixed directions are
+read off the data and the LM: ``u``, the unit vector from the mean ``h`` at caption-target positions to the mean
+``h`` at image-target positions (what separates "next is an image token" from "next is a caption token"); ``m``,
+the unit mean of all ``h`` (a shift shared by every position, the head's stand-in for a bias); ``t``, the mean of
+the LM's text output rows (what Hugging Face's mean resizing gives every new output row); and
 ``e = mean_image_h / |mean_image_h|^2`` (``h . e`` is about 1 at image positions). New id ``j`` gets the row
 
-    r_j = a u + b m + g q_j e          (padding rows stay zero)
+    r_j = a u + b m + w t + g q_j e + c x_j          (padding rows stay zero)
 
 where ``q_j`` is the smoothed log unigram frequency of image token ``j`` in training images (structure tokens
-get the value of an unseen image token). At a position, with ``L`` the logsumexp of its text logits (untouched),
-the normalizer is ``Z = logsumexp(L, log sum_j exp(h . r_j), log P)`` (``P`` zero padding rows), the loss of a
-new target ``j`` is ``Z - h . r_j`` (the step-0 image or structure loss) and ``Z - L`` at a caption target is
-``-log`` of the mass left on the text rows (the KL(base || expanded) there).
+get the value of an unseen image token) and ``x_j`` is id ``j``'s own input row (the copy term: an LM favours
+as output what it has just read or read nearby, so ``h . x_j`` is high where ``j`` fits the context; the tied
+rows of the ``mean`` init profit from that). With ``a = b = g = c = 0, w = 1`` the rows are the ``mean`` init's
+output rows, with ``c = 1`` and the rest zero a tied LM's rows, with all zero the ``zero`` head.
 
-:func:`fit_head` minimizes ``mean(new-target losses) + lam * mean(text-target KL)`` over ``(a, b, g)``: convex
-(log-sum-exp of affine functions), solved by L-BFGS from zero (the zero head) in float64, so the result is
-deterministic for given hidden states, and three numbers do not overfit a few calibration sequences (the zero
-head is the family's origin). ``lam`` is the smallest of a geometric ladder whose solution keeps the text-side
-KL at or below ``text_budget``. Without caption positions (image-only sequences) ``u`` is zero and one solve with
-``lam = 0`` is done.
+At a position, with ``L`` the logsumexp of its text logits (untouched), the normalizer is
+``Z = logsumexp(L, log sum_j exp(h . r_j), log P)`` (``P`` zero padding rows), the loss of a new target ``j`` is
+``Z - h . r_j`` (the step-0 image or structure loss) and ``Z - L`` at a caption target is ``-log`` of the mass
+left on the text rows (the KL(base || expanded) there). :func:`fit_head` minimizes
+``mean(new-target losses) + lam * mean(text-target KL)`` over ``(a, b, w, g, c)``: convex (log-sum-exp of affine
+functions), solved by L-BFGS from zero in float64, so the result is deterministic for given hidden states, and
+five numbers do not overfit a few calibration sequences. ``lam`` is the smallest of a geometric ladder (factor
+4, refined by two bisections to a factor of about 1.4) whose solution keeps the text-side KL at or below
+``text_budget``. Without caption positions (image-only sequences) ``u`` is zero and one solve with ``lam = 0``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ logger = logging.getLogger(__name__)
 
 TEXT_BUDGET = 5e-3  #: nats of KL(base || expanded) allowed at the calibration's caption positions
 LAMBDAS = tuple(4.0 ** k for k in range(0, 13))  #: the penalty ladder, 1 .. ~1.7e7
-RIDGE = 1e-6  #: on |(a, b, g)|^2: keeps the problem bounded when the two kinds of positions separate
+RIDGE = 1e-6  #: on |(a, b, w, g, c)|^2: keeps the problem bounded when the two kinds of positions separate
+REFINE = 2  #: bisections (in log lambda) between the first feasible rung and the one below
+NAMES = ("a", "b", "w", "g", "c")  #: the coefficients of u, m, t, q_j e and x_j
 
 
 @dataclass(frozen=True)
@@ -50,26 +56,36 @@ class Features:
 
 @dataclass(frozen=True)
 class HeadFit:
-    directions: torch.Tensor  #: (3, d): u, m, e
-    coefficients: torch.Tensor  #: (3,): a, b, g
+    directions: torch.Tensor  #: (4, d): u, m, t, e
+    coefficients: torch.Tensor  #: (5,): a, b, w, g, c
     lam: float
     new_loss: float  #: mean loss at new-target positions (calibration set)
     text_kl: float  #: mean KL at text-target positions (calibration set)
 
-    def rows(self, q: torch.Tensor) -> torch.Tensor:
-        """(n, d) output rows for the new ids with log-frequencies ``q``."""
-        a, b, g = self.coefficients.tolist()
-        u, m, e = self.directions
-        return (a * u + b * m)[None, :] + g * q[:, None] * e[None, :]
+    def rows(self, q: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """(n, d) output rows for the new ids with log-frequencies ``q`` and input rows ``inputs``."""
+        a, b, w, g, c = self.coefficients.tolist()
+        u, m, t, e = self.directions
+        shared = (a * u + b * m + w * t)[None, :]
+        return shared + g * q[:, None] * e[None, :] + c * inputs.float()
 
     def to_json(self) -> dict:
-        a, b, g = self.coefficients.tolist()
-        return {"a": a, "b": b, "g": g, "lambda": self.lam, "fit_new_target_loss": self.new_loss,
-                "fit_text_kl": self.text_kl}
+        return {**dict(zip(NAMES, self.coefficients.tolist())), "lambda": self.lam,
+                "fit_new_target_loss": self.new_loss, "fit_text_kl": self.text_kl}
 
 
-def directions(f: Features) -> torch.Tensor:
-    """(3, d) float64: u, m, e (module docstring)."""
+@dataclass(frozen=True)
+class _Side:
+    """One kind of position, projected: what the loss needs of it (float64)."""
+
+    shared: torch.Tensor  #: (N, 3) h . (u, m, t)
+    he: torch.Tensor  #: (N,) h . e
+    hx: torch.Tensor  #: (N, n) h . x_j for every new id
+    lse: torch.Tensor  #: (N,) text logsumexp
+
+
+def directions(f: Features, text_head_mean: torch.Tensor) -> torch.Tensor:
+    """(4, d) float64: u, m, t, e (module docstring)."""
     mean_new = f.new_h.mean(0)
     both = torch.cat([f.new_h, f.text_h])
     m = both.mean(0)
@@ -79,51 +95,81 @@ def directions(f: Features) -> torch.Tensor:
         u = mean_new - f.text_h.mean(0)
         u = u / u.norm().clamp_min(1e-12)
     e = mean_new / mean_new.pow(2).sum().clamp_min(1e-12)
-    return torch.stack([u, m, e])
+    return torch.stack([u, m, text_head_mean.double(), e])
 
 
-def _terms(theta, proj_new, proj_text, f: Features, q: tuple[torch.Tensor, torch.Tensor], log_p: float | None,
-           q_target: torch.Tensor):
+def _side(h: torch.Tensor, lse: torch.Tensor, dirs: torch.Tensor, inputs: torch.Tensor) -> _Side:
+    proj = h @ dirs.T
+    return _Side(proj[:, :3], proj[:, 3], h @ inputs.T, lse)
+
+
+def _normalizer(theta, side: _Side, q: torch.Tensor, log_p: float | None):
+    """(Z, shared logit part) per position at coefficients ``theta``."""
+    s = side.shared @ theta[:3]
+    spread = torch.logsumexp(theta[3] * side.he[:, None] * q[None, :] + theta[4] * side.hx, dim=1)
+    parts = [side.lse, s + spread] + ([torch.full_like(s, log_p)] if log_p is not None else [])
+    return torch.stack(parts).logsumexp(0), s
+
+
+def _terms(theta, new: _Side, text: _Side, q: torch.Tensor, target: torch.Tensor, log_p: float | None):
     """(mean new-target loss, mean text-target KL) at coefficients ``theta``."""
-    values, log_counts = q
-
-    def normalizer(proj, lse):
-        s = proj[:, :2] @ theta[:2]
-        spread = torch.logsumexp(theta[2] * proj[:, 2:3] * values[None, :] + log_counts, dim=1)  # log sum_j exp(g q_j h.e)
-        parts = [lse, s + spread] + ([torch.full_like(s, log_p)] if log_p is not None else [])
-        return torch.stack(parts).logsumexp(0), s
-
-    z_new, s_new = normalizer(proj_new, f.new_lse)
-    chosen = s_new + theta[2] * proj_new[:, 2] * q_target
-    new = (z_new - chosen).mean() if len(chosen) else theta.sum() * 0
-    z_text, _ = normalizer(proj_text, f.text_lse)
-    text = (z_text - f.text_lse).mean() if len(f.text_lse) else theta.sum() * 0
-    return new, text
+    z_new, s_new = _normalizer(theta, new, q, log_p)
+    chosen = s_new + theta[3] * new.he * q[target] + theta[4] * new.hx.gather(1, target[:, None])[:, 0]
+    new_loss = (z_new - chosen).mean() if len(chosen) else theta.sum() * 0
+    z_text, _ = _normalizer(theta, text, q, log_p)
+    text_kl = (z_text - text.lse).mean() if len(text.lse) else theta.sum() * 0
+    return new_loss, text_kl
 
 
-def fit_head(features: Features, q: torch.Tensor, padding_rows: int, *, text_budget: float = TEXT_BUDGET) -> HeadFit:
-    """The coefficients ``(a, b, g)`` (module docstring), fitted in float64; ``q``: (n,) log-frequencies."""
+def fit_head(features: Features, q: torch.Tensor, padding_rows: int, inputs: torch.Tensor,
+             text_head_mean: torch.Tensor, *, text_budget: float | None = None) -> HeadFit:
+    """The coefficients ``(a, b, w, g, c)`` (module docstring), fitted in float64.
+
+    ``q``: (n,) log-frequencies of the new ids; ``inputs``: (n, d) their input rows; ``text_head_mean``: (d,)
+    the mean of the LM's text output rows."""
+    text_budget = TEXT_BUDGET if text_budget is None else text_budget
     f = Features(features.new_h.double(), features.new_lse.double(), features.new_target.long(),
                  features.text_h.double(), features.text_lse.double())
-    q = q.double()
-    values, counts = torch.unique(q, return_counts=True)  # few distinct frequencies: sum over them, not over ids
-    spread_q, q_target = (values, counts.double().log()[None, :]), q[f.new_target]
-    dirs = directions(f)
-    proj_new, proj_text = f.new_h @ dirs.T, f.text_h @ dirs.T
+    q, x = q.double(), inputs.double()
+    dirs = directions(f, text_head_mean)
+    new, text = _side(f.new_h, f.new_lse, dirs, x), _side(f.text_h, f.text_lse, dirs, x)
     log_p = math.log(padding_rows) if padding_rows else None
-    theta = torch.zeros(3, dtype=torch.float64)
-    ladder = LAMBDAS if len(f.text_lse) else (0.0,)
-    for lam in ladder:
-        theta = _solve(theta, lam, lambda t: _terms(t, proj_new, proj_text, f, spread_q, log_p, q_target))
-        new, text = (float(x) for x in _terms(theta, proj_new, proj_text, f, spread_q, log_p, q_target))
-        if text <= text_budget:
-            break
-    else:
+    terms = lambda t: _terms(t, new, text, q, f.new_target, log_p)  # noqa: E731
+    lam, theta, (new_loss, text_kl) = _smallest_feasible(terms, text_budget, bool(len(f.text_lse)))
+    if text_kl > text_budget:
         logger.warning("calibrated head: text-side KL %.4g nats exceeds the budget %.4g even at lambda %g",
-                       text, text_budget, ladder[-1])
-    logger.info("calibrated head: lambda %g, new-target loss %.4f, text KL %.3g on %d + %d positions", lam, new, text,
-                len(f.new_lse), len(f.text_lse))
-    return HeadFit(dirs.float(), theta.float(), float(lam), new, text)
+                       text_kl, text_budget, lam)
+    logger.info("calibrated head: lambda %g, new-target loss %.4f, text KL %.3g on %d + %d positions", lam,
+                new_loss, text_kl, len(f.new_lse), len(f.text_lse))
+    return HeadFit(dirs.float(), theta.float(), float(lam), new_loss, text_kl)
+
+
+def _smallest_feasible(terms, budget: float, has_text: bool):
+    """(lam, theta, (new loss, text KL)): the first rung of :data:`LAMBDAS` whose solution keeps the KL within
+    ``budget``, then :data:`REFINE` halvings of the log-gap to the rung below (the KL falls as ``lam`` grows)."""
+    theta = torch.zeros(len(NAMES), dtype=torch.float64)
+    if not has_text:
+        theta = _solve(theta, 0.0, terms)
+        return 0.0, theta, tuple(float(v) for v in terms(theta))
+    below = None
+    for lam in LAMBDAS:
+        theta = _solve(theta, lam, terms)
+        values = tuple(float(v) for v in terms(theta))
+        if values[1] <= budget:
+            break
+        below = lam
+    if below is None or values[1] > budget:
+        return lam, theta, values
+    best = (lam, theta, values)
+    for _ in range(REFINE):
+        mid = math.sqrt(below * best[0])
+        trial = _solve(best[1], mid, terms)
+        trial_values = tuple(float(v) for v in terms(trial))
+        if trial_values[1] <= budget:
+            best = (mid, trial, trial_values)
+        else:
+            below = mid
+    return best
 
 
 def _solve(start: torch.Tensor, lam: float, terms) -> torch.Tensor:

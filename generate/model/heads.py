@@ -9,8 +9,9 @@ the new ids (image, structure; padding rows zero), so an init study can vary the
   behaviour; with the aligned rows on a tied LM it puts nearly all next-token mass on image ids at caption
   positions.
 * ``zero``: the new output rows start at zero (LlamaGen zero-initializes its head): every new id gets logit 0.
-* ``calibrated`` (the config's default): every new output row is one vector fitted on the model's own final
-  hidden states over a few training sequences (:mod:`~tokalign.generate.model.head_fit`): as much mass on the
+* ``calibrated`` (the config's default): every new output row is a shared vector plus a frequency term plus a
+  multiple of the id's own input row, five numbers fitted on the model's own final hidden states over a few
+  training sequences (:mod:`~tokalign.generate.model.head_fit`): as much mass on the
   new ids at image positions as the LM's hidden states allow while the text positions keep their predictions
   (KL at most 5e-3 nats on the calibration captions). Seeded by nothing: the fit is deterministic.
 
@@ -106,10 +107,12 @@ def _zero(model, layout: VocabLayout, calibration: Calibration | None) -> dict:
 def _calibrated(model, layout: VocabLayout, calibration: Calibration | None) -> dict:
     text = _own_new_rows(model, layout)
     features = collect_features(model, layout, calibration)
-    fit = fit_head(features, calibration.log_frequencies(layout).float(), len(layout.padding_ids))
-    _write_new_rows(model, layout, fit.rows(calibration.log_frequencies(layout).float()))
-    return {"rule": "calibrated: new output rows a*u + b*m + g*logfreq*e from the model's final hidden states "
-                    "(most mass on new ids at image positions, text-position KL within budget)",
+    q, inputs = calibration.log_frequencies(layout).float(), _new_input_rows(model, layout)
+    text_mean = _full(model.get_output_embeddings())[:layout.text_rows].mean(0)
+    fit = fit_head(features, q, len(layout.padding_ids), inputs, text_mean)
+    _write_new_rows(model, layout, fit.rows(q, inputs))
+    return {"rule": "calibrated: new output rows a*u + b*m + w*t + g*logfreq*e + c*own_input_row from the model's "
+                    "final hidden states (most mass on new ids at image positions, text-position KL within budget)",
             "text_rows": text, "padding_rows": "zeros", "fit": fit.to_json(), "calibration": calibration.to_json()}
 
 
@@ -122,6 +125,16 @@ def _own_new_rows(model, layout: VocabLayout) -> str:
         return "tied to the input text rows (one parameter)"
     assert not is_tied(model), "the head is still tied"
     return "the head's own"
+
+
+def _full(module) -> torch.Tensor:
+    """The whole weight of an embedding or head, split in two or not (detached, float32)."""
+    return (module.full_weight() if hasattr(module, "full_weight") else module.weight).detach().float()
+
+
+def _new_input_rows(model, layout: VocabLayout) -> torch.Tensor:
+    """(used_rows - text_rows, d) the new ids' input rows (image, structure)."""
+    return _full(model.get_input_embeddings())[layout.text_rows:layout.used_rows]
 
 
 def _head_new_block(model, layout: VocabLayout) -> torch.Tensor:

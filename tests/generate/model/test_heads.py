@@ -1,7 +1,9 @@
 """Head treatments: an aligned init whose step 0 keeps the LM's text predictions and starts image positions well.
 
 The tiny LLaMAs are first trained briefly on the corpus captions, so their text predictions are confident as a
-real LM's are (an untrained tiny LM spreads its mass, and any new row takes a share of it).
+real LM's are (an untrained tiny LM spreads its mass, and any new row takes a share of it); the fit runs long
+enough to align every caption word's code with the word. Everything costly is made once per LM (module fixtures):
+the corpus, the trained LM, the fit and export, the held-out sequences, and the inits the tests compare.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from tokalign.generate.sequences.build import build_sequences
 from tokalign.generate.sequences.dataset import SequenceDataset, caption_batch, split
 
 CODEBOOK, SEQ_LEN, HOLDOUT = 64, 40, 16
-FAST = dict(steps=6, batch_size=16, holdout=16, warmup_steps=2, log_every=3, checkpoint_every=100, progress=False, lr=1e-2)
+FIT = dict(steps=100, batch_size=16, holdout=16, warmup_steps=5, log_every=50, checkpoint_every=1000, progress=False,
+           lr=5e-2)
 
 
-def _train_on_captions(folder, corpus, steps=80):
+def _train_on_captions(folder, corpus, steps=60):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
@@ -57,7 +60,7 @@ def _train_on_captions(folder, corpus, steps=80):
 
 @pytest.fixture(scope="module", params=["tied", "untied"])
 def setup(request, tmp_path_factory, tiny_lm, lm_cache):
-    """(LM folder, corpus, default export, fit table) for a trained tiny LLaMA, tied or untied."""
+    """(LM folder, corpus, default export, fit table, held-out batches) for a trained tiny LLaMA, tied or untied."""
     from synthetic_corpus import write_synthetic_corpus
     from tiny_llama import make_tiny_llama
 
@@ -67,17 +70,32 @@ def setup(request, tmp_path_factory, tiny_lm, lm_cache):
     corpus = write_synthetic_corpus(root / "corpus", load_frozen_lm(tiny_lm, lm_cache), codebook=CODEBOOK)
     spec = make_tiny_llama(root / "lm", tied=request.param == "tied", seed=3)
     _train_on_captions(spec, corpus)
-    fit(FitConfig(corpus=corpus, run_dir=root / "run", lm=str(spec), cache_root=lm_cache, **FAST))
+    fit(FitConfig(corpus=corpus, run_dir=root / "run", lm=str(spec), cache_root=lm_cache, **FIT))
     export = export_run(ExportConfig(run=root / "run", out=root / "init.safetensors")).out  # the default export
     table = load_table(root / "run" / "table.safetensors")[0]
-    return str(spec), corpus, export, table
+    base = load_base_lm(spec)
+    sequences = build_sequences(corpus, root / "sequences", VocabLayout(base.text_rows, CODEBOOK), seq_len=SEQ_LEN,
+                                text_tokenizer_sha256=tokenizer_fingerprint(base.tokenizer), progress=False)
+    yield str(spec), corpus, export, table, sequences
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def calibrated(setup):
     """(base, aligned + calibrated init, layout), made once per LM; tests that change the model copy it."""
-    spec, corpus, export, _ = setup
+    spec, corpus, export, *_ = setup
     return _init(spec, corpus, "aligned", "calibrated", export)
+
+
+@pytest.fixture(scope="module")
+def step0(setup, calibrated):
+    """Step-0 diagnostics on the held-out split: {"calibrated", "tied", "mean"} (mean: HF's mean resizing)."""
+    spec, corpus, export, _, sequences = setup
+    _, result, layout = calibrated
+    out = {"calibrated": _step0(result, layout, corpus, sequences)}
+    for name, mode, head in (("tied", "aligned", "tied"), ("mean", "mean", "tied")):
+        out[name] = _step0(_init(spec, corpus, mode, head, export)[1], layout, corpus, sequences)
+    return out
 
 
 def _init(spec, corpus, mode, head, export=None):
@@ -86,14 +104,12 @@ def _init(spec, corpus, mode, head, export=None):
     train, _ = split(items.items, HOLDOUT, 0)
     layout = VocabLayout(base.text_rows, CODEBOOK)
     calibration = calibration_rows(items, train, layout, seq_len=SEQ_LEN, mode="text-to-image")
-    request = InitRequest(layout, init_from=export, image_tokenizer=items.image_tokenizer, head=head,
-                          calibration=calibration)
+    request = InitRequest(layout, init_from=export if mode == "aligned" else None,
+                          image_tokenizer=items.image_tokenizer, head=head, calibration=calibration)
     return base, initialize(base, mode, request), layout
 
 
-def _step0(result, layout, corpus, tmp_path, tokenizer):
-    sequences = build_sequences(corpus, tmp_path, layout, seq_len=SEQ_LEN,
-                                text_tokenizer_sha256=tokenizer_fingerprint(tokenizer), progress=False)
+def _step0(result, layout, corpus, sequences):
     _, held = split(open_corpus(corpus).items, HOLDOUT, 0)
     batches = [SequenceDataset(sequences, held).batch(range(len(held)))]
     return step0_diagnostics(result.model, layout, pretrained=True, heldout_batches=batches,
@@ -112,22 +128,28 @@ def _input_weight(model) -> torch.Tensor:
     return (embedding.full_weight() if hasattr(embedding, "full_weight") else embedding.weight).detach()
 
 
-def test_aligned_calibrated_keeps_the_text_side_and_the_fit_neighbours(setup, calibrated, tmp_path):
-    spec, corpus, export, table = setup
-    base, aligned, layout = calibrated
-    ours = _step0(aligned, layout, corpus, tmp_path / "a", base.tokenizer)
-    base_old, old, _ = _init(spec, corpus, "aligned", "tied", export)
-    before = _step0(old, layout, corpus, tmp_path / "t", base_old.tokenizer)
+def test_aligned_calibrated_keeps_the_text_side_and_the_fit_neighbours(setup, calibrated, step0):
+    table = setup[3]
+    _, aligned, layout = calibrated
+    ours, before = step0["calibrated"], step0["tied"]
     assert ours["text_kl"]["positions"] > 0 and ours["heldout"]["image_tokens"] > 0
     assert ours["text_kl"]["kl_full"] <= 0.01 and ours["text_kl"]["kl_text"] == 0.0
     assert ours["text_kl"]["kl_full"] < before["text_kl"]["kl_full"]
     weight = _input_weight(aligned.model)
     assert _overlap(weight[layout.image_offset:layout.special_offset], table, weight[:layout.text_rows]) >= 0.9
-    assert aligned.provenance["head"] == "calibrated" and "fit" in aligned.provenance["output_rows"]
+    assert aligned.provenance["head"] == "calibrated" and set("abwgc") <= set(aligned.provenance["output_rows"]["fit"])
+
+
+def test_aligned_calibrated_starts_below_the_tied_variant_on_image_tokens(step0):
+    """Against today's tied aligned init on the same held-out split. (Against ``mean`` the tiny LMs still start
+    lower on image tokens, unlike the full SmolLM2: the README's step-0 section has both figures.)"""
+    ours, tied, mean = step0["calibrated"], step0["tied"], step0["mean"]
+    assert ours["text_kl"]["kl_full"] <= 0.01 and mean["text_kl"]["kl_full"] <= 0.01
+    assert ours["heldout"]["image_loss"] < tied["heldout"]["image_loss"], (ours["heldout"], tied["heldout"])
 
 
 def test_calibrated_head_unties_only_the_new_rows_and_is_deterministic(setup, calibrated):
-    spec, corpus, export, _ = setup
+    spec, corpus, export, *_ = setup
     lm = load_base_lm(spec)
     text_in = lm.model.get_input_embeddings().weight.detach().clone()
     text_out = lm.model.get_output_embeddings().weight.detach().clone()
@@ -168,7 +190,7 @@ def test_new_rows_preset_freezes_the_shared_text_rows(calibrated):
 
 
 def test_tied_head_is_the_behaviour_before(setup):
-    spec, corpus, export, _ = setup
+    spec, corpus, export, *_ = setup
     lm = load_base_lm(spec)
     _, result, layout = _init(spec, corpus, "aligned", "tied", export)
     assert result.provenance["head"] == "tied"
@@ -178,14 +200,8 @@ def test_tied_head_is_the_behaviour_before(setup):
 
 
 def test_zero_head_gives_every_new_id_logit_zero(setup):
-    spec, corpus, export, _ = setup
+    spec, corpus, export, *_ = setup
     _, result, layout = _init(spec, corpus, "aligned", "zero", export)
     ids = torch.tensor([[layout.special("<doc>"), layout.special("<text>"), 5, 6]])
     logits = result.model(input_ids=ids).logits.detach()
     assert torch.count_nonzero(logits[..., layout.text_rows:]) == 0
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_folders(tmp_path):
-    yield
-    shutil.rmtree(tmp_path, ignore_errors=True)
