@@ -31,7 +31,7 @@ HEADS = ("calibrated", "zero", "tied")  #: how the new ids' output rows start (g
 FREEZE_PRESETS = ("all", "embeddings", "embeddings+norms", "embeddings+norms+first-half", "embeddings+norms+ffn",
                   "new-rows")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")  #: auto: bf16 autocast on a GPU, fp32 on CPU
+PRECISIONS = ("auto", "fp32", "bf16")  #: auto: bf16 autocast on a GPU, and on a native-bf16 CPU for width >= 256
 COMPILE = ("auto", "on", "off")  #: torch.compile of the decoder body; auto: on a GPU, off on CPU
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
 
@@ -137,7 +137,9 @@ class RunConfig:
     run_dir: Path = field(metadata=_help("Run folder to write (or continue with --resume)."))
     seed: int = field(default=0, metadata=_help("Seed of the init, split, data order and dropout."))
     device: str = field(default="auto", metadata=_help("Where to train (several processes: `accelerate launch`)."))
-    precision: str = field(default="auto", metadata=_help("auto: bf16 autocast on GPU, fp32 on CPU."))
+    precision: str = field(default="auto", metadata=_help(
+        "auto: bf16 autocast on GPU, and on a CPU with native bf16 (AVX512-BF16/AMX) for models >= 256 wide; "
+        "fp32 otherwise (weights, optimizer and loss stay float32)."))
     compile: str = field(default="auto", metadata=_help(
         "torch.compile the decoder body: auto (on a GPU, off on CPU), on or off."))
     report_to: str = field(default="none", metadata=_help(

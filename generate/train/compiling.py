@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, TypeVar
 
 import torch
@@ -70,13 +70,16 @@ class Compiled:
     def undo(self) -> None:
         for module in self.modules:
             module._compiled_call_impl = None
-        self.options = LossOptions(fused=self.options.fused)
+        self.options = replace(self.options, math=None)
         torch._dynamo.reset()
 
 
-def compile_model(model, device: torch.device, fused: bool = True) -> Compiled:
+def compile_model(model, device: torch.device, fused: bool = True, loss: LossOptions | None = None) -> Compiled:
     """Compile ``model``'s decoder layers in place (its body, or the whole model, where it has no layer list) and,
-    on a GPU with the fused loss, its chunk math; the returned :class:`Compiled` runs the first step."""
+    on a GPU with the fused loss, its chunk math; the returned :class:`Compiled` runs the first step. ``loss``: the
+    options to start from (its ``fused`` then wins over ``fused``)."""
+    loss = loss if loss is not None else LossOptions(fused=fused)
+    fused = loss.fused
     parts = fused_parts(model) if fused else None
     body = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
     layers = getattr(body, "layers", None)
@@ -86,7 +89,7 @@ def compile_model(model, device: torch.device, fused: bool = True) -> Compiled:
     for target in targets:
         target.compile()
     log.info("torch.compile: %d x %s (compiled at the first use)", len(targets), type(targets[0]).__name__)
-    return Compiled(targets, LossOptions(fused=fused, math=math))
+    return Compiled(targets, replace(loss, math=math))
 
 
 def _sync(device: torch.device) -> None:

@@ -4,7 +4,8 @@ chunked linear + cross-entropy.
 :func:`fused_parts` finds, in a Hugging Face causal LM whose logits are ``lm_head(final hidden states)``
 (:data:`FUSABLE` model types), its output layer's weight and bias, read from the module itself: a plain
 ``nn.Linear`` (tied to the input embedding or not) or a :class:`~tokalign.generate.model.split_rows.SplitLinear`
-(its ``cat(base, new)``, so gradients reach exactly the blocks that require them: a frozen base block gets none).
+(its ``cat(base, new)``, so gradients reach exactly the blocks that require them: a frozen base block gets none,
+and the loss does no weight-gradient work for its rows).
 The forward runs through the model as given (under DDP through DDP's forward, so its gradient hooks work) with
 the output layer swapped for an identity for the duration of the call, so the "logits" it returns are the final
 hidden states. Another architecture or a sharded (FSDP) head gives None, and the caller takes the plain path.
@@ -35,6 +36,7 @@ class FusedParts:
     inner: nn.Module  #: the Hugging Face model itself
     weight: torch.Tensor  #: (V, d) output layer weight, as the forward pass uses it
     bias: torch.Tensor | None
+    frozen_rows: int = 0  #: leading rows of ``weight`` that need no gradient (a split table's frozen base block)
 
     def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T, d) final hidden states of ``tokens`` (the model's forward with an identity output layer)."""
@@ -61,15 +63,17 @@ def fused_parts(model) -> FusedParts | None:
     if getattr(config, "model_type", None) not in FUSABLE or not hasattr(inner, "set_output_embeddings"):
         return None
     head = inner.get_output_embeddings()
+    frozen = 0
     if isinstance(head, SplitLinear):
         weight = head.full_weight()
+        frozen = 0 if head.base.requires_grad else head.base.shape[0]
     elif type(head) is nn.Linear:
         weight = head.weight
     else:
         return None
     if type(weight).__name__ == "DTensor" or getattr(config, "final_logit_softcapping", None):
         return None
-    return FusedParts(model, inner, weight, head.bias)
+    return FusedParts(model, inner, weight, head.bias, frozen)
 
 
 def shifted_targets(tokens: torch.Tensor, buckets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,5 +96,6 @@ def fused_token_losses(parts: FusedParts, tokens: torch.Tensor, buckets: torch.T
     if 0 <= targets < target.numel():
         keep = torch.argsort((bucket < 0).to(torch.int8), stable=True)[:targets]  # target rows first, in order
         hidden, target, bucket = hidden[keep], target[keep], bucket[keep]
-    total, losses = linear_cross_entropy(hidden, parts.weight, parts.bias, target, math=math)
+    total, losses = linear_cross_entropy(hidden, parts.weight, parts.bias, target, math=math,
+                                         frozen_rows=parts.frozen_rows)
     return total, losses, bucket

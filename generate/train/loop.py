@@ -36,7 +36,7 @@ from tokalign.generate.train.optim import build_optimizer, parameter_counts
 from tokalign.generate.train.reporting import Reporter
 from tokalign.generate.train.save import save_model_folder
 from tokalign.generate.train.sharded_checkpoint import load_sharded, save_sharded
-from tokalign.generate.train.step import LossOptions, train_step
+from tokalign.generate.train.step import LossOptions, loss_options, train_step
 from tokalign.generate.train.throughput import Throughput, device_peak_flops, model_shape
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,8 @@ class _Run:
         shape = model_shape(model)
         self.optimizer = build_optimizer(model, config.optim, accelerator.device)
         self.sharded = str(accelerator.distributed_type).endswith("FSDP")
-        self.loss = LossOptions(fused=not self.sharded)
-        self.compiled = compile_model(model, accelerator.device, fused=not self.sharded) \
+        self.loss = loss_options(config.run.precision, accelerator.device, model, fused=not self.sharded)
+        self.compiled = compile_model(model, accelerator.device, loss=self.loss) \
             if wants_compile(config.run.compile, accelerator.device) else None
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
         self.guard = FiniteGuard.for_run(self.optimizer, accelerator.device, allow=not self.sharded)

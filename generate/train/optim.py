@@ -3,7 +3,8 @@
 The groups come from :func:`tokalign.generate.model.freeze.optimizer_groups`: frozen parameters (``requires_grad``
 False, set by a freeze preset) are left out of the optimizer entirely, so weight decay can never move them;
 parameters with two or more dimensions (linear weights, embedding tables) are decayed, vectors (norm scales,
-biases) are not. The fused kernel is used on GPU.
+biases) are not. The fused kernel is used on GPU and CPU (:func:`fused_adamw`; on a CPU it is several times
+faster than the per-tensor loop over a 65,600-row table, with the same updates).
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ def build_optimizer(model: torch.nn.Module, config: OptimConfig, device: torch.d
     if not groups:
         raise TokalignError("no parameter is trainable: the freeze preset left nothing to train; choose another --train-only")
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
-                             fused=device.type == "cuda" or None)
+                             fused=fused_adamw(device) or None)
+
+
+def fused_adamw(device: torch.device) -> bool:
+    """Whether torch's fused AdamW kernel serves ``device`` (CUDA, and CPU in torch >= 2.4)."""
+    return device.type == "cuda" or (device.type == "cpu" and _torch_at_least(2, 4))
+
+
+def _torch_at_least(major: int, minor: int) -> bool:
+    parts = torch.__version__.split("+")[0].split(".")
+    return (int(parts[0]), int(parts[1])) >= (major, minor)
 
 
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
