@@ -55,6 +55,7 @@ def prepare(config: GeneratorTrainConfig, accelerator) -> Prepared:
     cap = max_caption_tokens(d.seq_len, corpus.tokens_per_image, d.mode)
     train_items, holdout_items = split(corpus.items, d.holdout, config.run.seed)
     base = load_base_lm(m.lm, num_layers=m.num_layers)
+    rf.check_positions(d.seq_len, getattr(base.model.config, "max_position_embeddings", None), m.lm)
     layout = VocabLayout(base.text_rows, corpus.codebook_size)
     text_sha = tokenizer_fingerprint(base.tokenizer)
     calibration = calibration_rows(corpus, train_items, layout, seq_len=d.seq_len, mode=d.mode,

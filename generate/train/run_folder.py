@@ -189,9 +189,14 @@ def check_seq_len(seq_len: int, lm_spec: str) -> None:
         config = json.loads((Path(identity["path"]) / HF_CONFIG).read_text(encoding="utf-8"))
     except (TokalignError, KeyError, TypeError, OSError, ValueError):
         return
-    limit = next((config[k] for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
-                  if isinstance(config.get(k), int)), None)
-    if limit is not None and seq_len > limit:
+    check_positions(seq_len, next((config[k] for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
+                                   if isinstance(config.get(k), int)), None), lm_spec)
+
+
+def check_positions(seq_len: int, limit: int | None, lm_spec: str) -> None:
+    """Refuse ``seq_len`` beyond the LM's ``limit`` positions (None: unknown, accepted); also run after the load
+    for an LM whose config was not at hand before it (a gguf file, a hub id)."""
+    if isinstance(limit, int) and seq_len > limit:
         raise TokalignError(f"--seq-len {seq_len} does not fit the LM {lm_spec}, which has {limit} positions "
                             f"(max_position_embeddings); pass --seq-len {limit} or less")
 

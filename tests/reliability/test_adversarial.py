@@ -260,6 +260,19 @@ def seq_len_that_cannot_fit_is_refused_before_any_build(w: World, capsys) -> Non
     assert not run.exists()
 
 
+def seq_len_checked_after_the_load_when_the_config_was_not_at_hand(w: World, capsys) -> None:
+    from tokalign.generate.train import run_folder
+
+    run = w.fresh("long-gguf") / "run"
+    args = w.train_args(run)
+    args[args.index("--seq-len") + 1] = "60000"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_folder, "check_seq_len", lambda *a: None)  # as for a gguf file or a hub id
+        line = refused(capsys, *args)
+    assert "--seq-len 60000" in line and "positions" in line
+    assert not (run / "sequences").exists()  # refused before the build
+
+
 def stale_sequences_are_rebuilt_not_refused(w: World, capsys) -> None:
     from tokalign.generate.config import DataConfig
     from tokalign.generate.train.run_folder import drop_stale_sequences
@@ -340,6 +353,7 @@ CASES = {
     "--resume after a kill during the final save: one final row": kill_during_the_final_save_then_resume,
     "--resume: a rebuilt RUN/model keeps its probe folder": rebuilt_model_keeps_what_the_save_does_not_write,
     "--seq-len 60000 refused before any build": seq_len_that_cannot_fit_is_refused_before_any_build,
+    "--seq-len 60000 refused after the load, before the build": seq_len_checked_after_the_load_when_the_config_was_not_at_hand,
     "RUN/sequences built for other settings is rebuilt": stale_sequences_are_rebuilt_not_refused,
     "--resume with other --steps / --lr names both values": resume_with_other_steps_or_lr_names_the_options,
     "--resume with another --lm names the LM": resume_with_another_lm_is_reported_as_the_lm,
