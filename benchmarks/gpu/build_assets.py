@@ -44,8 +44,10 @@ def main() -> int:
     config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     out = args.out
+    if out.exists() and any(out.iterdir()) and not (out / "SOURCE.txt").is_file():
+        parser.error(f"{out} holds files this script did not write; pass an empty or new --out")
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.iterdir():
+    for old in out.iterdir():  # an earlier build of this script (it wrote SOURCE.txt): its files only
         if old.is_file():
             old.unlink()
     record = {k: v for k, v in config.to_dict().items() if k not in _DROP}

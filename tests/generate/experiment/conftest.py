@@ -5,16 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+from threads import one_thread
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (the machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = one_thread  # tiny models on one torch thread (tests/helpers/threads.py)
 
 
 @pytest.fixture(autouse=True)
@@ -23,19 +17,15 @@ def _cache_in_tmp(monkeypatch, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def study_lm(tmp_path_factory) -> str:
-    from tiny_llama import make_tiny_llama
-
-    return str(make_tiny_llama(tmp_path_factory.mktemp("study-lm"), tied=True, seed=0))
+def study_lm(gen_lm) -> str:
+    """The generator tests' tiny tied LLaMA (tests/generate/conftest.py)."""
+    return gen_lm
 
 
 @pytest.fixture(scope="session")
-def study_corpus(tmp_path_factory, lm) -> Path:
-    """96 pairs, 64 codes, 16 image tokens each, captions in the tiny LM's (and tiny LLaMA's) tokenizer."""
-    from synthetic_corpus import write_synthetic_corpus
-
-    return write_synthetic_corpus(tmp_path_factory.mktemp("study-corpus") / "corpus", lm, items=96, codebook=64,
-                                  length=16)
+def study_corpus(gen_corpus) -> Path:
+    """The generator tests' corpus: 96 pairs, 64 codes, 16 image tokens each."""
+    return gen_corpus
 
 
 @pytest.fixture(scope="session")

@@ -7,17 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from threads import one_thread
 
 from probe_models import make_corpus, make_generator, text_words, train_lm
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine two threads can be 30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = one_thread  # tiny models on one torch thread (tests/helpers/threads.py)
 
 
 @pytest.fixture(scope="session")
