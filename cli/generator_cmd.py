@@ -9,8 +9,8 @@ from __future__ import annotations
 import click
 
 from tokalign.cli.options import config_option
-from tokalign.generate.config import (COMPILE, DEVICES, FREEZE_PRESETS, HEADS, INIT_MODES, PRECISIONS, REPORT_TO,
-                                      DataConfig, GeneratorTrainConfig, ModelConfig, OptimConfig, RunConfig)
+from tokalign.generate.config import (COMPILE, DEVICES, FREEZE_PRESETS, HEADS, INIT_MODES, MARKERS, PRECISIONS,
+                                      REPORT_TO, DataConfig, GeneratorTrainConfig, ModelConfig, OptimConfig, RunConfig)
 from tokalign.generate.model_folder import MODES
 
 
@@ -31,6 +31,7 @@ _o = config_option
 @_o(ModelConfig, "train_only", type=click.Choice(FREEZE_PRESETS))
 @_o(ModelConfig, "untie")
 @_o(ModelConfig, "head", type=click.Choice(HEADS))
+@_o(ModelConfig, "marker", type=click.Choice(MARKERS))
 @_o(ModelConfig, "num_layers")
 @_o(DataConfig, "mode", type=click.Choice(MODES))
 @_o(DataConfig, "seq_len")
@@ -58,14 +59,15 @@ _o = config_option
 @_o(RunConfig, "stop_after")
 @_o(ModelConfig, "cache_root", dest="cache_dir")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def train(corpus, run_dir, lm, init, init_from, train_only, untie, head, num_layers, mode, seq_len, caption_dropout, holdout,
+def train(corpus, run_dir, lm, init, init_from, train_only, untie, head, marker, num_layers, mode, seq_len,
+          caption_dropout, holdout,
           steps, batch_tokens, micro_batch, lr, warmup_steps, min_lr_ratio, weight_decay, grad_clip, seed, device,
           precision, compile_, report_to, log_every, eval_every, eval_batches, checkpoint_every, keep_checkpoints,
           resume, stop_after, cache_dir, no_progress) -> None:
     """Train the expanded-vocabulary generator on caption -> image sequences."""
     config = GeneratorTrainConfig(
         model=ModelConfig(init=init, lm=lm, init_from=init_from, train_only=train_only, untie=untie, head=head,
-                          num_layers=num_layers, cache_root=cache_dir),
+                          marker=marker, num_layers=num_layers, cache_root=cache_dir),
         data=DataConfig(corpus=corpus, mode=mode, seq_len=seq_len, caption_dropout=caption_dropout, holdout=holdout),
         optim=OptimConfig(steps=steps, batch_tokens=batch_tokens, micro_batch=micro_batch, lr=lr,
                           warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, weight_decay=weight_decay,

@@ -9,8 +9,8 @@ the new ids (image, structure; padding rows zero), so an init study can vary the
   behaviour; with the aligned rows on a tied LM it puts nearly all next-token mass on image ids at caption
   positions.
 * ``zero``: the new output rows start at zero (LlamaGen zero-initializes its head): every new id gets logit 0.
-* ``calibrated`` (the config's default): every new output row is a shared vector plus a frequency term plus a
-  multiple of the id's own input row, five numbers fitted on the model's own final hidden states over a few
+* ``calibrated`` (the config's default): every new output row is a shared vector plus a frequency term, four
+  numbers fitted on the model's own final hidden states over a few
   training sequences (:mod:`~tokalign.generate.model.head_fit`): as much mass on the
   new ids at image positions as the LM's hidden states allow while the text positions keep their predictions
   (KL at most 5e-3 nats on the calibration captions). Seeded by nothing: the fit is deterministic.
@@ -40,7 +40,8 @@ from tokalign.generate.sequences.buckets import IMAGE, STRUCTURE, TEXT, bucket_o
 logger = logging.getLogger(__name__)
 
 CALIBRATION_SEQUENCES = 4  #: training sequences whose image positions the calibrated head is fitted on
-CALIBRATION_CAPTIONS = 64  #: training captions (alone) whose positions it must leave unchanged
+CALIBRATION_CAPTIONS = 512  #: training captions (alone) whose positions it must leave unchanged
+CAPTION_BATCH = 32  #: captions per forward pass (right-padded; sequences go one at a time)
 COUNT_ITEMS = 2048  #: training images whose token counts give the unigram term
 
 
@@ -107,11 +108,11 @@ def _zero(model, layout: VocabLayout, calibration: Calibration | None) -> dict:
 def _calibrated(model, layout: VocabLayout, calibration: Calibration | None) -> dict:
     text = _own_new_rows(model, layout)
     features = collect_features(model, layout, calibration)
-    q, inputs = calibration.log_frequencies(layout).float(), _new_input_rows(model, layout)
+    q = calibration.log_frequencies(layout).float()
     text_mean = _full(model.get_output_embeddings())[:layout.text_rows].mean(0)
-    fit = fit_head(features, q, len(layout.padding_ids), inputs, text_mean)
-    _write_new_rows(model, layout, fit.rows(q, inputs))
-    return {"rule": "calibrated: new output rows a*u + b*m + w*t + g*logfreq*e + c*own_input_row from the model's "
+    fit = fit_head(features, q, len(layout.padding_ids), text_mean)
+    _write_new_rows(model, layout, fit.rows(q))
+    return {"rule": "calibrated: new output rows a*u + b*m + w*t + g*logfreq*e from the model's "
                     "final hidden states (most mass on new ids at image positions, text-position KL within budget)",
             "text_rows": text, "padding_rows": "zeros", "fit": fit.to_json(), "calibration": calibration.to_json()}
 
@@ -130,11 +131,6 @@ def _own_new_rows(model, layout: VocabLayout) -> str:
 def _full(module) -> torch.Tensor:
     """The whole weight of an embedding or head, split in two or not (detached, float32)."""
     return (module.full_weight() if hasattr(module, "full_weight") else module.weight).detach().float()
-
-
-def _new_input_rows(model, layout: VocabLayout) -> torch.Tensor:
-    """(used_rows - text_rows, d) the new ids' input rows (image, structure)."""
-    return _full(model.get_input_embeddings())[layout.text_rows:layout.used_rows]
 
 
 def _head_new_block(model, layout: VocabLayout) -> torch.Tensor:
@@ -156,7 +152,7 @@ def _write_new_rows(model, layout: VocabLayout, rows: torch.Tensor) -> None:
             head.bias[layout.text_rows:] = 0
 
 
-def collect_features(model, layout: VocabLayout, calibration: Calibration, batch_size: int = 1) -> Features:
+def collect_features(model, layout: VocabLayout, calibration: Calibration) -> Features:
     """Final hidden states and text logsumexps at new-target and text-target positions (no gradients)."""
     v = layout.text_rows
     captured: list[torch.Tensor] = []
@@ -170,8 +166,9 @@ def collect_features(model, layout: VocabLayout, calibration: Calibration, batch
             seq = calibration.sequences
             seq_mask = (seq != layout.pad_id).long()
             caption_keep = (calibration.caption_mask[:, :-1] * calibration.caption_mask[:, 1:]).bool()
-            for ids, mask, keep_of in ((seq, seq_mask, None), (calibration.captions, calibration.caption_mask,
-                                                               caption_keep)):
+            for ids, mask, keep_of, batch_size in ((seq, seq_mask, None, 1), (calibration.captions,
+                                                                            calibration.caption_mask, caption_keep,
+                                                                            CAPTION_BATCH)):
                 for lo in range(0, ids.shape[0], batch_size):
                     chunk, m = ids[lo:lo + batch_size].to(device), mask[lo:lo + batch_size].to(device)
                     captured.clear()

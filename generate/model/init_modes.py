@@ -10,7 +10,8 @@ Input rows, by mode (text rows 0..V-1 are always the LM's own, bit-identical, ex
 
 * ``aligned``: image and structure rows from a ``generator-init`` export, which is refused (one line) unless it
   was made for this LM (identity and embedding sha256), this corpus's codebook size and image tokenizer
-  (``sha256``), and holds only finite numbers.
+  (``sha256``), and holds only finite numbers. ``request.marker`` (:mod:`~tokalign.generate.model.image_marker`)
+  may add one shared vector to the image rows that keeps their text neighbours (``none``: the rows as exported).
 * ``random-rows``: a diagonal Gaussian fitted to the LM's rows (per-dimension mean and std), each draw scaled
   to the LM's mean row norm; HF's mean resizing is switched off (``mean_resizing=False``) and overwritten.
 * ``mean``: Hugging Face's default mean resizing (new rows near the mean of the old ones; padding rows too).
@@ -44,6 +45,7 @@ from tokalign.align.formats.generator_init import SPECIAL_TOKENS, VocabLayout, r
 from tokalign.align.formats.hashing import tensor_sha256
 from tokalign.generate.model.base import BaseLM, is_tied
 from tokalign.generate.model.heads import HEADS, Calibration, apply_head
+from tokalign.generate.model.image_marker import MARKERS
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class InitRequest:
     image_tokenizer: dict | None = None  #: the corpus's image tokenizer identity (``codebook_size``, ``sha256``)
     untie: bool = False
     head: str = "tied"  #: the head treatment (module docstring)
+    marker: str = "none"  #: ``aligned``: the image marker rule (:mod:`~tokalign.generate.model.image_marker`)
     calibration: Calibration | None = None  #: training rows the ``calibrated`` head is fitted on
 
 
@@ -95,6 +98,8 @@ def initialize(base: BaseLM, mode: str, request: InitRequest) -> InitResult:
     if layout.text_rows != base.text_rows:
         raise TokalignError(f"the vocabulary layout has {layout.text_rows} text rows but LM {base.spec!r} has "
                             f"{base.text_rows}; build the layout from this LM")
+    if request.marker not in MARKERS:
+        raise TokalignError(f"unknown --marker {request.marker!r}; one of {', '.join(MARKERS)}")
     if request.head not in HEADS:
         raise TokalignError(f"unknown --head {request.head!r}; one of {', '.join(HEADS)}")
     if base.model.get_input_embeddings().weight.shape[0] != base.text_rows:
@@ -132,7 +137,9 @@ def untie_head(model) -> None:
 @init_mode("aligned")
 def _aligned(base: BaseLM, request: InitRequest) -> tuple[Any, dict]:
     export = read_checked_export(base, request)
-    new_rows = torch.cat([export.image_rows, export.special_rows]).float()
+    text = base.model.get_input_embeddings().weight.detach()[:base.text_rows].float()
+    marker = MARKERS[request.marker](export.image_rows.float(), text)
+    new_rows = torch.cat([marker.apply(export.image_rows), export.special_rows.float()])
     model, head = _expand(base, request, new_rows)
     where = f"generator-init {request.init_from}"
     meta = export.metadata
@@ -140,7 +147,8 @@ def _aligned(base: BaseLM, request: InitRequest) -> tuple[Any, dict]:
                    "init_from": {"path": str(Path(request.init_from).resolve()), "tensor_sha256": meta["tensor_sha256"],
                                  "source_run": meta.get("source_run", ""), "source_steps": meta.get("source_steps", ""),
                                  "rescale": meta.get("rescale", {}), "special_init": meta.get("special_init", {}),
-                                 "variant": meta.get("variant", {"rows": "input and output (written before variants)"})}}
+                                 "variant": meta.get("variant", {"rows": "input and output (written before variants)"})},
+                   "image_marker": marker.to_json(request.marker)}
 
 
 @init_mode("random-rows")

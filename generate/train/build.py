@@ -62,7 +62,7 @@ def prepare(config: GeneratorTrainConfig, accelerator) -> Prepared:
                                    text_tokenizer_sha256=text_sha) if HEADS[m.head].needs_calibration else None
     result = initialize(base, m.init, InitRequest(layout, seed=config.run.seed, init_from=m.init_from,
                                                   image_tokenizer=corpus.image_tokenizer, untie=m.untie,
-                                                  head=m.head, calibration=calibration))
+                                                  head=m.head, marker=m.marker, calibration=calibration))
     model = result.model
     freeze = apply_freeze(model, m.train_only, text_rows=layout.text_rows)
     model.set_attn_implementation("sdpa")
