@@ -16,7 +16,7 @@ at least :data:`NEIGHBOUR_FLOOR` of each row's top-:data:`TOP_K` text neighbours
 
 What it buys, measured (README, step-0 section): a lower step-0 image loss where the LM cannot tell image
 positions apart by itself (the tests' 2-layer LLaMAs: 8.97 -> 8.50 nats tied, 9.56 -> 9.45 untied; emoji corpus
-on SmolLM2: 6.70 -> 6.49; the demo corpus: 7.26 -> 7.25), and a *slower* start of training: in the demo's
+on SmolLM2: 6.70 -> 6.49; the shapes corpus: 7.26 -> 7.24), and a *slower* start of training: in the demo's
 60 steps the held-out image loss ended at 2.07 nats with the marker against 1.46 without, since training must
 first undo a component every image row shares (multiplying the marked rows by 4, which changes no neighbour
 and lowers the tests' step-0 loss further, ended at 3.84). So ``none`` is the generator's default and ``auto``
