@@ -24,10 +24,10 @@ from tokalign.align.errors import TokalignError
 from tokalign.align.training.progress import progress_bar
 from tokalign.align.fit.config import DEFAULT_LM
 from tokalign.align.fit.guards import check_seed
+from tokalign.align.image_tokenizers.registry import KMEANS_FILE
 from tokalign.align.training.settings import option_help as _help
 
 log = logging.getLogger(__name__)
-TOKENIZER_FILE = "image_tokenizer.safetensors"
 IMAGE_SIZE = 256  #: side of a rendered scene in pixels; ``patch`` must divide it
 
 
@@ -100,8 +100,8 @@ def build_demo_corpus(config: DemoCorpusConfig, overwrite: bool = False) -> Path
                                          iterations=config.kmeans_iterations, seed=config.seed)
     del sample
     with atomic_dir(config.out) as tmp:
-        tokenizer.save(tmp / TOKENIZER_FILE)
-        writer = CorpusWriter(tmp, image_tokenizer=dict(tokenizer.identity(), file=TOKENIZER_FILE),
+        tokenizer.save(tmp / KMEANS_FILE)
+        writer = CorpusWriter(tmp, image_tokenizer=dict(tokenizer.identity(), file=KMEANS_FILE),
                               text_tokenizer=text_tokenizer_identity(lm), tokens_per_image=tokenizer.tokens_per_image,
                               shard_size=config.shard_size,
                               source={"kind": "shapes", "seed": config.seed, "items": config.items})
