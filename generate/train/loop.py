@@ -111,6 +111,9 @@ class _Run:
         self.optimizer = build_optimizer(model, config.optim, accelerator.device)
         self.sharded = str(accelerator.distributed_type).endswith("FSDP")
         self.loss = loss_options(config.run.precision, accelerator.device, model, fused=not self.sharded)
+        self.precision = {"requested": config.run.precision,
+                          "resolved": "bf16" if accelerator.mixed_precision == "bf16" or self.loss.cpu_bf16 else "fp32"}
+        log.info("precision: --precision %s runs %s", config.run.precision, self.precision["resolved"])
         self.compiled = compile_model(model, accelerator.device, loss=self.loss) \
             if wants_compile(config.run.compile, accelerator.device) else None
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
@@ -249,7 +252,7 @@ class _Run:
         state = self.acc.get_state_dict(self.model) if self.sharded else None  # collective under FSDP
         if self.acc.is_main_process:  # the figures first: the model folder, written last, marks the run finished
             self.life.write_summary({"steps": self.step, "step0": step0, "final": final, "tokens_per_s": rate,
-                                     "parameters": self.counts})
+                                     "parameters": self.counts, "precision": self.precision})
             model = self._plain() if self.sharded else self.p.finalize(self._plain())
             record = replace(self.p.record, steps=self.step)
             save_model_folder(self.run_dir / rf.MODEL, model, self.p.tokenizer, self.p.layout, record, state_dict=state)

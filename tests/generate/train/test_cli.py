@@ -53,6 +53,8 @@ def test_train_aligned_from_the_cli(capsys, cli_args, tmp_path, export):
     assert record["init"]["input_rows"][1]["from"].startswith("generator-init")
     diagnostics = json.loads((run / "diagnostics.json").read_text())
     assert diagnostics["heldout"]["image_loss"] > 0
+    summary = json.loads((run / "summary.json").read_text())  # auto is recorded with what it ran (tiny: fp32)
+    assert summary["precision"] == {"requested": "auto", "resolved": "fp32"}
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["split"] for r in rows} == {"train", "heldout"} and rows[0]["step"] == 0
     # the same folder again: refused without --resume
