@@ -25,22 +25,13 @@ from tokalign.align.lm.captions import tokenizer_fingerprint
 from tokalign.generate.model.base import load_base_lm
 from tokalign.generate.model.diagnostics import step0_diagnostics
 from tokalign.generate.model.heads import calibration_rows
+from tokalign.generate.model.image_marker import top_k_overlap
 from tokalign.generate.model.init_modes import InitRequest, initialize
 from tokalign.generate.sequences.build import build_sequences
 from tokalign.generate.sequences.dataset import SequenceDataset, caption_batch, split
 
 DEFAULT_ARMS = ("aligned:calibrated:auto", "aligned:calibrated:none", "aligned:tied:none", "random-rows:calibrated:none",
                 "mean:calibrated:none", "mean:tied:none")
-
-
-def overlap(rows: torch.Tensor, reference: torch.Tensor, text: torch.Tensor, k: int = 10, chunk: int = 1024) -> float:
-    text = torch.nn.functional.normalize(text.float(), dim=1)
-    shared = 0
-    for lo in range(0, len(rows), chunk):
-        a = (rows[lo:lo + chunk].float() @ text.T).topk(k).indices
-        b = (reference[lo:lo + chunk].float() @ text.T).topk(k).indices
-        shared += int((a[:, :, None] == b[:, None, :]).any(-1).sum())
-    return shared / (len(rows) * k)
 
 
 def main() -> None:
@@ -84,7 +75,8 @@ def main() -> None:
             emb = result.model.get_input_embeddings()
             weight = (emb.full_weight() if hasattr(emb, "full_weight") else emb.weight).detach()
             export = read_generator_init(args.init_from)
-            ov = overlap(weight[layout.image_offset:layout.special_offset], export.image_rows, weight[:layout.text_rows])
+            ov = top_k_overlap(weight[layout.image_offset:layout.special_offset], export.image_rows,
+                               weight[:layout.text_rows])
         kl = d.get("text_kl", {})
         rows.append((arm, d["heldout"].get("text_loss"), d["heldout"].get("image_loss"), kl.get("kl_full"),
                      kl.get("non_text_mass"), ov, time.perf_counter() - start,

@@ -69,10 +69,11 @@ def marker_rule(name: str):
 
 @marker_rule("auto")
 def _auto(image_rows: torch.Tensor, text_rows: torch.Tensor) -> Marker:
-    text_unit = torch.nn.functional.normalize(text_rows.double(), dim=1)
+    text = text_rows.double()
+    text_unit = torch.nn.functional.normalize(text, dim=1)
     direction = least_variance_direction(text_unit)
-    norm = float(text_rows.double().norm(dim=1).mean())
-    rows = _measured(image_rows.double())
+    norm = float(text.norm(dim=1).mean())
+    rows = _measured(image_rows)
     base = _scores(rows, text_unit)
     reference = base.topk(TOP_K, dim=1).indices
     shift = (text_unit @ direction).float()  # (V,) what one unit of marker adds to each text token's score
@@ -108,9 +109,25 @@ def _scores(rows: torch.Tensor, text_unit: torch.Tensor) -> torch.Tensor:
     return torch.cat([rows[lo:lo + CHUNK].float() @ text.T for lo in range(0, len(rows), CHUNK)])
 
 
+def top_k_overlap(rows: torch.Tensor, reference: torch.Tensor, text_rows: torch.Tensor, k: int = TOP_K) -> float:
+    """Mean share of each row's top-``k`` nearest text tokens (cosine over ``text_rows``) that the same row of
+    ``reference`` also has among its top ``k`` (in blocks: any number of rows)."""
+    text_unit = torch.nn.functional.normalize(text_rows.float(), dim=1)
+    shared = 0
+    for lo in range(0, len(rows), CHUNK):
+        mine = _scores(rows[lo:lo + CHUNK], text_unit).topk(k, dim=1).indices
+        theirs = _scores(reference[lo:lo + CHUNK], text_unit).topk(k, dim=1).indices
+        shared += _shared(mine, theirs)
+    return shared / max(len(rows) * k, 1)
+
+
+def _shared(mine: torch.Tensor, theirs: torch.Tensor) -> int:
+    """How many indices the rows of ``mine`` and ``theirs`` (top-k lists) have in common, over all rows."""
+    return int((mine[:, :, None] == theirs[:, None, :]).any(-1).sum())
+
+
 def _overlap(mine: torch.Tensor, theirs: torch.Tensor) -> float:
-    shared = (mine[:, :, None] == theirs[:, None, :]).any(-1).sum(-1)
-    return float(shared.double().mean() / mine.shape[1])
+    return _shared(mine, theirs) / (mine.shape[0] * mine.shape[1])
 
 
 def _check_names() -> None:

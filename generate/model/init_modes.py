@@ -137,8 +137,8 @@ def untie_head(model) -> None:
 @init_mode("aligned")
 def _aligned(base: BaseLM, request: InitRequest) -> tuple[Any, dict]:
     export = read_checked_export(base, request)
-    text = base.model.get_input_embeddings().weight.detach()[:base.text_rows].float()
-    marker = MARKERS[request.marker](export.image_rows.float(), text)
+    text = base.model.get_input_embeddings().weight.detach()[:base.text_rows]  # a view; a rule converts what it reads
+    marker = MARKERS[request.marker](export.image_rows, text)
     new_rows = torch.cat([marker.apply(export.image_rows), export.special_rows.float()])
     model, head = _expand(base, request, new_rows)
     where = f"generator-init {request.init_from}"

@@ -33,6 +33,7 @@ def test_auto_marker_is_the_largest_scale_that_keeps_the_neighbour_floor(seed):
     reference = _topk(image, text)
     kept = _overlap(_topk(image + marker.vector, text), reference)
     assert kept >= im.NEIGHBOUR_FLOOR and kept == pytest.approx(marker.overlap)
+    assert im.top_k_overlap(image + marker.vector, image, text) == pytest.approx(kept)
     mean_norm = float(text.norm(dim=1).mean())
     assert float(marker.vector.norm()) == pytest.approx(marker.scale * mean_norm, rel=1e-5)
     larger = [s for s in im.SCALES if s > marker.scale]

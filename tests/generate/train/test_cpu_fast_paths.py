@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
+
+from random_sequences import random_sequences
 
 from tokalign.align.formats.generator_init import VocabLayout
 from tokalign.generate.config import OptimConfig
@@ -39,15 +40,7 @@ def _model(split: bool = False, d_model: int = 32):
 
 
 def _batches(n: int = 5, seq_len: int = 23, micro: int = 3, seed: int = 4) -> list[MicroBatch]:
-    rng = np.random.default_rng(seed)
-    s = LAYOUT.special_ids
-    rows = np.full((n, seq_len), LAYOUT.pad_id)
-    for i in range(n):
-        caption = rng.integers(0, LAYOUT.text_rows, size=rng.integers(1, 6))
-        image = rng.integers(0, 64, size=rng.integers(4, 11)) + LAYOUT.image_offset
-        row = [s["<doc>"], s["<text>"], *caption, s["</text>"], s["<image>"], *image, s["</image>"], s["</doc>"]]
-        rows[i, :len(row)] = row[:seq_len]
-    tokens = torch.from_numpy(rows).long()
+    tokens = random_sequences(LAYOUT, n, seq_len, seed, image_len=(4, 11))
     out = []
     for lo in range(0, n, micro):  # uneven: 3 + 2 sequences
         t = tokens[lo:lo + micro]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+from random_sequences import random_sequences
 
 from tokalign.align.formats.generator_init import VocabLayout
 from tokalign.generate.model.freeze import apply_freeze
@@ -21,15 +22,7 @@ LAYOUT = VocabLayout(40, 64)  # 128 rows
 
 
 def _sequences(n: int, seq_len: int = 21, seed: int = 0) -> torch.Tensor:
-    rng = np.random.default_rng(seed)
-    s = LAYOUT.special_ids
-    rows = np.full((n, seq_len), LAYOUT.pad_id)
-    for i in range(n):
-        caption = rng.integers(0, LAYOUT.text_rows, size=rng.integers(1, 6))
-        image = rng.integers(0, 64, size=rng.integers(3, 9)) + LAYOUT.image_offset
-        row = [s["<doc>"], s["<text>"], *caption, s["</text>"], s["<image>"], *image, s["</image>"], s["</doc>"]]
-        rows[i, :len(row)] = row[:seq_len]
-    return torch.from_numpy(rows).long()
+    return random_sequences(LAYOUT, n, seq_len, seed, image_len=(3, 9))
 
 
 @pytest.mark.parametrize("bias", [False, True])

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from tokalign.align.errors import TokalignError
+from random_sequences import random_sequences
+
 from tokalign.align.formats.generator_init import VocabLayout
 from tokalign.generate.sequences.buckets import bucket_of
 from tokalign.generate.train.loss import BUCKETS, bucket_sums, token_losses
@@ -26,15 +28,7 @@ def _model():
 
 def _sequences(n: int, seq_len: int = 24, seed: int = 0) -> torch.Tensor:
     """Rows like the generator's: <doc> <text> caption </text> <image> 8 image tokens </image> </doc> <pad>..."""
-    rng = np.random.default_rng(seed)
-    s = LAYOUT.special_ids
-    rows = np.full((n, seq_len), LAYOUT.pad_id)
-    for i in range(n):
-        caption = rng.integers(0, LAYOUT.text_rows, size=rng.integers(1, 6))
-        image = rng.integers(0, 64, size=8) + LAYOUT.image_offset
-        row = [s["<doc>"], s["<text>"], *caption, s["</text>"], s["<image>"], *image, s["</image>"], s["</doc>"]]
-        rows[i, :len(row)] = row
-    return torch.from_numpy(rows).long()
+    return random_sequences(LAYOUT, n, seq_len, seed, image_len=8)
 
 
 def _batch(tokens: torch.Tensor) -> MicroBatch:
