@@ -76,9 +76,13 @@ def train(corpus, run_dir, lm, init, init_from, train_only, untie, head, marker,
                       report_to=report_to, log_every=log_every, eval_every=eval_every, eval_batches=eval_batches,
                       checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume,
                       stop_after=stop_after, progress=not no_progress))
+    from tokalign.align.training.accelerator import end_processes
     from tokalign.generate.train.loop import train as run_train
 
-    result = run_train(config)
+    try:
+        result = run_train(config)
+    finally:
+        end_processes()
     if not result.main_process:
         return
     if not result.finished:

@@ -23,3 +23,15 @@ def build_accelerator(device: str = "auto", **kwargs: Any):
     if device == "cuda" and not torch.cuda.is_available():
         raise TokalignError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
     return Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(), **kwargs)
+
+
+def end_processes() -> None:
+    """Tear down the process group of a launched run once the process's work is done (a no-op for one process).
+
+    Left to interpreter exit, gloo's background threads can be destroyed while still joinable, and a rank that has
+    finished and saved everything then aborts (SIGABRT), failing the launch. A command that owns its process calls
+    this last; a library caller that trains several runs in one process group (a study) must not."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

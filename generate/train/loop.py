@@ -171,8 +171,8 @@ class _Run:
         if finished:
             final, rate = self._final(start, rate, reporter)
             self._finish(step0 or {}, final, rate)
-        reporter.close()
         acc.wait_for_everyone()
+        reporter.close()  # after the barrier: ending the trackers also ends the process group
         return TrainResult(self.run_dir, self.step, finished, step0 or {}, final, rate, acc.is_main_process)
 
     def _lr(self, step: int) -> float:
