@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tokalign.align.fit.export import RESCALE_MODES, ExportConfig
+from tokalign.align.fit.export import RESCALE_MODES, SPECIAL_MODES, ExportConfig
 from tokalign.cli.options import config_option
 
 _RUN_HELP = "Run folder written by `tokalign fit`."
@@ -59,13 +59,15 @@ def format_neighbors(result) -> list[str]:
 @config_option(ExportConfig, "target", required=True, default=None, show_default=False)  # say it explicitly
 @config_option(ExportConfig, "out")
 @config_option(ExportConfig, "rescale", type=click.Choice(RESCALE_MODES))
+@config_option(ExportConfig, "special", type=click.Choice(SPECIAL_MODES))
 @config_option(ExportConfig, "seed")
 @config_option(ExportConfig, "force")
-def export(run_dir, target, out, rescale, seed, force) -> None:
+def export(run_dir, target, out, rescale, special, seed, force) -> None:
     """Export a fitted run, e.g. the rows that initialize a text-to-image generator (--to generator-init)."""
     from tokalign.align.fit.export import export_run
 
-    result = export_run(ExportConfig(run=run_dir, out=out, target=target, rescale=rescale, seed=seed, force=force))
+    result = export_run(ExportConfig(run=run_dir, out=out, target=target, rescale=rescale, special=special, seed=seed,
+                                      force=force))
     click.echo(f"wrote {result.out} ({result.target})")
     if result.target == "generator-init":
         for line in format_generator_init(result.metadata):
@@ -81,4 +83,5 @@ def format_generator_init(meta: dict) -> list[str]:
             f"for LM {meta['lm'].get('name')} (embedding sha256 {meta['lm_embedding_sha256'][:12]})",
             f"  ids: text 0..{v - 1} (the LM's own rows) | image {v}..{v + k - 1} | {specials}",
             f"  image rows rescaled ({scale['method']}){factor}: mean row norm {scale['result_row_norm']['mean']:.4g} "
-            f"(LM {scale['lm_row_norm']['mean']:.4g})"]
+            f"(LM {scale['lm_row_norm']['mean']:.4g})",
+            f"  structure rows: {meta.get('special_init', {}).get('method', 'unrecorded')}"]

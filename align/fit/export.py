@@ -19,11 +19,15 @@ unchanged and the rows sit at the scale the LM's layers expect.  ``per-row``
 instead sets every row to that mean norm (directions only), which matches the
 LM's typical norm row by row but discards the relative weights the fit learned.
 
-**Special rows** (``special_init``).  Each of the 7 rows is a draw from a
-diagonal Gaussian fitted to the LM's rows (per-dimension mean and standard
-deviation; a torch generator seeded with ``seed``), scaled to the LM's mean
-row norm: a typical, distinct token row that the generator's training then
-specializes (unlike copies of the mean row, which start identical).
+**Special rows** (``special``, recorded as ``special_init``).  :data:`SPECIAL_MODES` says how the 7
+structure rows (``<doc>``, ``<text>`` ...) start.  The default, ``mean``, gives each the mean of the LM's rows,
+as Hugging Face's mean resizing gives new rows, so an aligned init differs from ``mean`` in its image rows only.
+The identical rows specialize in the generator's first steps (they sit at different positions with different
+targets).  ``gaussian``, the behaviour before, draws each from a diagonal Gaussian fitted to the LM's rows
+(per-dimension mean and standard deviation; a torch generator seeded with ``seed``), scaled to the LM's mean
+row norm: distinct typical rows.  What each does at step 0 is measured in the README (step-0 section): on the
+tests' tiny LLaMAs the Gaussian rows before the caption and the image raise both the caption and the image loss;
+on SmolLM2 they give a lower caption loss inside the sequences.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RESCALE_MODES = ("global", "per-row")
+SPECIAL_MODES = ("mean", "gaussian")  #: how the structure rows start (module docstring; special_token_rows)
 #: recorded in every generator-init file: its rows are input rows; the generator's ``--head`` sets the output rows
 EXPORT_VARIANT = {"rows": "input", "output_rows": "set by `tokalign generator train --head` (default calibrated; "
                                                   "tied reuses these rows as output rows, the behaviour before)"}
@@ -62,7 +67,11 @@ class ExportConfig:
     #: generator-init: "global" or "per-row" (module docstring)
     rescale: str = field(default="global", metadata=_help(
         "generator-init: scale the whole table to the LM's mean row norm (keeps what the fit learned), or each row."))
-    seed: int = field(default=0, metadata=_help("generator-init: seed of the special-token rows."))
+    #: generator-init: one of SPECIAL_MODES (module docstring)
+    special: str = field(default="mean", metadata=_help(
+        "generator-init: structure-token rows: the LM's mean row (as HF's mean resizing), or seeded Gaussian draws "
+        "(the behaviour before)."))
+    seed: int = field(default=0, metadata=_help("generator-init: seed of the special-token rows (--special gaussian)."))
     #: replace an existing ``out`` that tokalign did not write (a file of the target's format always is)
     force: bool = field(default=False, metadata=_help(
         "Replace an existing --out file that tokalign did not write (an earlier export of the same target is always "
@@ -72,6 +81,8 @@ class ExportConfig:
         check_seed(self.seed)
         if self.rescale not in RESCALE_MODES:
             raise TokalignError(f"unknown rescale mode {self.rescale!r}; choose one of {', '.join(RESCALE_MODES)}")
+        if self.special not in SPECIAL_MODES:
+            raise TokalignError(f"unknown --special {self.special!r}; choose one of {', '.join(SPECIAL_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +141,7 @@ def export_generator_init(config: ExportConfig) -> ExportResult:
         raise TokalignError(f"the table of {config.run} has {bad} rows with NaN or infinite values (the fit diverged); "
                             "refit with a lower --lr, then export")
     image_rows, rescale = rescale_rows(table, embeddings, config.rescale)
-    special_rows, special_init = special_token_rows(embeddings, len(gi.SPECIAL_TOKENS), config.seed)
+    special_rows, special_init = special_token_rows(embeddings, len(gi.SPECIAL_TOKENS), config.seed, config.special)
     layout = gi.VocabLayout(int(embeddings.shape[0]), int(table.shape[0]))
     meta = {
         "lm": lm_info["identity"], "lm_spec": lm_info.get("spec", ""), "lm_embedding_sha256": lm_info["embedding_sha256"],
@@ -184,15 +195,22 @@ def rescale_rows(table: "torch.Tensor", lm_embeddings: "torch.Tensor", mode: str
     return rows, record
 
 
-def special_token_rows(lm_embeddings: "torch.Tensor", count: int, seed: int) -> tuple["torch.Tensor", dict]:
-    """``count`` rows drawn from a diagonal Gaussian fitted to the LM rows, at the LM's mean row norm."""
+def special_token_rows(lm_embeddings: "torch.Tensor", count: int, seed: int,
+                       mode: str) -> tuple["torch.Tensor", dict]:
+    """``count`` structure rows by ``mode`` (module docstring) and a JSON record of what was done.
+
+    ``gaussian`` (also the ``random-rows`` init's rule): draws from a diagonal Gaussian fitted to the LM rows, at
+    the LM's mean row norm; ``mean``: copies of the LM's mean row."""
     import torch
 
+    if mode == "mean":
+        mean = lm_embeddings.float().mean(dim=0)
+        return mean.expand(count, -1).clone(), {"method": "lm-mean-row", "row_norm": float(mean.norm())}
+    if mode != "gaussian":
+        raise TokalignError(f"unknown --special {mode!r}; choose one of {', '.join(SPECIAL_MODES)}")
     generator = torch.Generator().manual_seed(int(seed))
     mean, std = lm_embeddings.mean(dim=0), lm_embeddings.std(dim=0)
     draws = mean + std * torch.randn(count, lm_embeddings.shape[1], generator=generator)
     target = lm_embeddings.norm(dim=1).mean()
     rows = draws / draws.norm(dim=1, keepdim=True).clamp_min(1e-12) * target
     return rows, {"method": "lm-diagonal-gaussian-at-mean-norm", "seed": int(seed), "row_norm": float(target)}
-
-

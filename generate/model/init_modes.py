@@ -218,7 +218,7 @@ def lm_gaussian_rows(text_rows: torch.Tensor, count: int, seed: int) -> torch.Te
     """``count`` draws from the diagonal Gaussian of ``text_rows``, each scaled to their mean row norm."""
     from tokalign.align.fit.export import special_token_rows
 
-    rows, _ = special_token_rows(text_rows.float(), count, int(seed))
+    rows, _ = special_token_rows(text_rows.float(), count, int(seed), "gaussian")
     return rows
 
 

@@ -88,16 +88,29 @@ def test_global_rescale_keeps_the_fit_and_matches_the_lm_mean_norm(exported, run
     torch.testing.assert_close(init.image_rows.norm(dim=1).mean(), lm_norm)
 
 
-def test_special_rows_are_distinct_seeded_and_at_the_lm_mean_norm(exported, run, lm, tmp_path):
+def test_special_rows_default_to_the_lm_mean_row(exported, lm):
     init = read_generator_init(exported)
+    torch.testing.assert_close(init.special_rows, lm.embeddings.float().mean(dim=0).expand(7, -1))
+    assert init.metadata["special_init"]["method"] == "lm-mean-row"
+
+
+def test_gaussian_special_rows_are_distinct_seeded_and_at_the_lm_mean_norm(run, lm, tmp_path):
+    first = export_run(ExportConfig(run=run, out=tmp_path / "first.safetensors", special="gaussian"))
+    init = read_generator_init(first.out)
+    assert init.metadata["special_init"]["method"] == "lm-diagonal-gaussian-at-mean-norm"
     norms = init.special_rows.norm(dim=1)
     torch.testing.assert_close(norms, torch.full((7,), float(lm.embeddings.norm(dim=1).mean())))
     cosines = torch.nn.functional.normalize(init.special_rows, dim=1) @ torch.nn.functional.normalize(init.special_rows, dim=1).T
     assert (cosines - torch.eye(7)).abs().max() < 0.99  # no two rows alike
-    again = export_run(ExportConfig(run=run, out=tmp_path / "again.safetensors"))
-    other = export_run(ExportConfig(run=run, out=tmp_path / "other.safetensors", seed=1))
-    assert again.metadata["tensor_sha256"] == init.metadata["tensor_sha256"]
-    assert other.metadata["tensor_sha256"] != init.metadata["tensor_sha256"]
+    again = export_run(ExportConfig(run=run, out=tmp_path / "again.safetensors", special="gaussian"))
+    other = export_run(ExportConfig(run=run, out=tmp_path / "other.safetensors", special="gaussian", seed=1))
+    assert again.metadata["tensor_sha256"] == first.metadata["tensor_sha256"]
+    assert other.metadata["tensor_sha256"] != first.metadata["tensor_sha256"]
+
+
+def test_unknown_special_mode_is_refused(run, tmp_path):
+    with pytest.raises(TokalignError, match="--special"):
+        ExportConfig(run=run, out=tmp_path / "x.safetensors", special="zeros")
 
 
 def test_per_row_rescale_gives_every_row_the_lm_mean_norm(run, lm, tmp_path):

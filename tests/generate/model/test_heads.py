@@ -1,9 +1,11 @@
 """Head treatments: an aligned init whose step 0 keeps the LM's text predictions and starts image positions well.
 
-The tiny LLaMAs are first trained briefly on the corpus captions, so their text predictions are confident as a
-real LM's are (an untrained tiny LM spreads its mass, and any new row takes a share of it); the fit runs long
-enough to align every caption word's code with the word. Everything costly is made once per LM (module fixtures):
-the corpus, the trained LM, the fit and export, the held-out sequences, and the inits the tests compare.
+The tiny LLaMAs are first pretrained on captions of the shapes grammar (fresh scenes, not the corpus's), so
+they predict caption text as a real LM predicts its language: confidently, and as well on held-out captions
+(an LM trained on the random word bags of the default synthetic corpus has nothing to predict; its held-out
+caption loss, 6.4 nats, is above that of a uniform guess, and any new row takes a share of its flat mass).
+The corpus's captions come from the same grammar. Everything costly is made once per LM (module fixtures): the
+corpus, the pretrained LM, the fit and export, the held-out sequences, and the inits the tests compare.
 """
 
 from __future__ import annotations
@@ -34,28 +36,35 @@ from tokalign.generate.sequences.dataset import SequenceDataset, caption_batch, 
 CODEBOOK, SEQ_LEN, HOLDOUT = 64, 40, 16
 FIT = dict(steps=100, batch_size=16, holdout=16, warmup_steps=5, log_every=50, checkpoint_every=1000, progress=False,
            lr=5e-2)
+PRETRAIN = dict(captions=4096, seed=12345, steps=150, batch=128, lr=1e-2)  #: the tiny LMs' pretraining on the grammar
 
 
-def _train_on_captions(folder, corpus, steps=60):
-    from transformers import AutoModelForCausalLM
+def _pretrain_on_grammar(folder) -> float:
+    """Train the LM in ``folder`` on fresh grammar captions (``PRETRAIN``); returns the last batch's loss."""
+    from synthetic_corpus import grammar_captions
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    captions = open_corpus(corpus).caption_ids(np.arange(64))
-    width = max(len(c) for c in captions)
-    ids = torch.zeros(len(captions), width, dtype=torch.long)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    encoded = [tokenizer(c, add_special_tokens=False)["input_ids"]
+               for c in grammar_captions(PRETRAIN["captions"], PRETRAIN["seed"])]
+    ids = torch.zeros(len(encoded), max(len(c) for c in encoded), dtype=torch.long)
     mask = torch.zeros_like(ids)
-    for j, c in enumerate(captions):
-        ids[j, :len(c)], mask[j, :len(c)] = torch.from_numpy(np.asarray(c, dtype=np.int64)), 1
+    for j, c in enumerate(encoded):
+        ids[j, :len(c)], mask[j, :len(c)] = torch.tensor(c, dtype=torch.long), 1
     labels = ids.masked_fill(mask == 0, -100)
     torch.manual_seed(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    draws = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"])
     model.train()
-    for _ in range(steps):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    for _ in range(PRETRAIN["steps"]):
+        pick = torch.randint(0, len(encoded), (PRETRAIN["batch"],), generator=draws)
+        loss = model(input_ids=ids[pick], attention_mask=mask[pick], labels=labels[pick]).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.save_pretrained(folder, safe_serialization=True)
+    return loss.item()
 
 
 @pytest.fixture(scope="module", params=["tied", "untied"])
@@ -67,9 +76,9 @@ def setup(request, tmp_path_factory, tiny_lm, lm_cache):
     from tokalign.align.lm.load import load_frozen_lm
 
     root = tmp_path_factory.mktemp(f"heads-{request.param}")
-    corpus = write_synthetic_corpus(root / "corpus", load_frozen_lm(tiny_lm, lm_cache), codebook=CODEBOOK)
+    corpus = write_synthetic_corpus(root / "corpus", load_frozen_lm(tiny_lm, lm_cache), codebook=CODEBOOK, grammar=True)
     spec = make_tiny_llama(root / "lm", tied=request.param == "tied", seed=3)
-    _train_on_captions(spec, corpus)
+    assert _pretrain_on_grammar(spec) < 1.5  # the grammar's captions are predictable: a uniform guess costs ~4 nats
     fit(FitConfig(corpus=corpus, run_dir=root / "run", lm=str(spec), cache_root=lm_cache, **FIT))
     export = export_run(ExportConfig(run=root / "run", out=root / "init.safetensors")).out  # the default export
     table = load_table(root / "run" / "table.safetensors")[0]
@@ -165,13 +174,10 @@ def test_aligned_calibrated_keeps_the_text_side_the_tied_variant_loses(step0):
     assert tied["text_kl"]["kl_full"] > 0.01
 
 
-@pytest.mark.xfail(strict=True, reason="on these 2-layer, 32-wide LMs image positions do not stand apart from "
-                                       "caption positions in the final states, so within the text-KL budget the "
-                                       "calibrated head moves less mass to image ids than mean's own resizing "
-                                       "(full SmolLM2 meets it on two corpora: README, step-0 section)")
 def test_aligned_calibrated_starts_image_tokens_no_higher_than_mean(step0):
     ours, mean = step0["calibrated"], step0["mean"]
-    assert ours["heldout"]["image_loss"] <= mean["heldout"]["image_loss"], (ours["heldout"], mean["heldout"])
+    assert ours["heldout"]["image_loss"] <= mean["heldout"]["image_loss"], (ours["heldout"]["image_loss"],
+                                                                            mean["heldout"]["image_loss"])
 
 
 def test_calibrated_head_unties_only_the_new_rows_and_is_deterministic(setup, calibrated):
