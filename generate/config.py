@@ -101,6 +101,9 @@ class DataConfig:
         _nonnegative("--holdout", self.holdout)
         if not 0.0 <= self.caption_dropout <= 1.0:
             raise TokalignError(f"--caption-dropout {self.caption_dropout} must lie in [0, 1]")
+        if self.mode == "image-only" and self.caption_dropout > 0:
+            raise TokalignError(f"--caption-dropout {self.caption_dropout} needs captions, but --mode image-only has "
+                                "none; pass --caption-dropout 0")
 
 
 @dataclass(frozen=True)

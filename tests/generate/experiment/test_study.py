@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+
+import pytest
 
 from tokalign.generate.experiment.run import run_study
 
@@ -38,6 +41,17 @@ def test_a_two_arm_study_writes_its_curves_and_results(study_config):
     assert study["config"]["arms"] == ["random-rows", "scratch"] and study["config"]["preset"]["steps"] == 2
 
 
+@pytest.mark.parametrize("name", ["init", "freeze", "forgetting"])
+def test_every_arm_of_every_study_is_a_valid_generator_config(study_config, name):
+    from tokalign.generate.experiment.arms import arm_config, base_config
+    from tokalign.generate.experiment.studies import STUDIES
+
+    config = study_config(study=name, arms=())
+    base = base_config(config, STUDIES[name])
+    for arm in STUDIES[name].arms:
+        arm_config(base, arm, config.out, Path("init.safetensors") if arm.aligned else None)
+
+
 def test_arm_overrides_go_through_the_generator_config(study_config):
     """An arm is ``dataclasses.replace`` of one base config: the generator's own validation runs on it."""
     from tokalign.generate.experiment.arms import arm_config, base_config
@@ -46,7 +60,7 @@ def test_arm_overrides_go_through_the_generator_config(study_config):
     config = study_config(study="freeze", arms=())
     base = base_config(config, STUDIES["freeze"])
     built = {arm.name: arm_config(base, arm, config.out, None) for arm in STUDIES["freeze"].arms}
-    assert {c.data.mode for c in built.values()} == {"image-only"}
+    assert {(c.data.mode, c.data.caption_dropout) for c in built.values()} == {("image-only", 0.0)}
     assert built["embeddings+norms+ffn"].model.train_only == "embeddings+norms+ffn"
     assert built["embeddings+norms+ffn"].model.init == "mean" and built["scratch"].model.init == "scratch"
     assert len({c.run.run_dir for c in built.values()}) == len(built)
