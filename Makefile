@@ -23,7 +23,7 @@ DEMO_STEPS ?= 800
 DEMO_GEN_RUN ?= runs/demo-generator
 DEMO_GEN_LAYERS ?= 4
 DEMO_GEN_SEQ ?= 112
-DEMO_GEN_STEPS ?= 60
+DEMO_GEN_STEPS ?= 200
 
 .PHONY: install demo test test-latest lock bench clean
 
@@ -46,11 +46,13 @@ demo: $(STAMP)
 	rm -rf $(DEMO_GEN_RUN)
 	$(BIN)/tokalign generator train --corpus $(DEMO_CORPUS) --run $(DEMO_GEN_RUN) --init aligned \
 		--init-from $(DEMO_RUN)/generator_init.safetensors --num-layers $(DEMO_GEN_LAYERS) --seq-len $(DEMO_GEN_SEQ) \
-		--steps $(DEMO_GEN_STEPS) --batch-tokens $$((16 * $(DEMO_GEN_SEQ))) --micro-batch 8 --warmup-steps 6 --lr 3e-3 \
-		--holdout 64 --eval-batches 8 --eval-every 20 --log-every 10 --checkpoint-every $(DEMO_GEN_STEPS) --device cpu
+		--steps $(DEMO_GEN_STEPS) --batch-tokens $$((16 * $(DEMO_GEN_SEQ))) --micro-batch 16 --warmup-steps 6 --lr 3e-3 \
+		--holdout 64 --eval-batches 8 --eval-every 50 --log-every 10 --checkpoint-every $(DEMO_GEN_STEPS) --device cpu
 	@for s in 1 3; do $(BIN)/tokalign generator sample --model $(DEMO_GEN_RUN)/model --out $(DEMO_GEN_RUN)/samples-cfg$$s \
-		--prompt "a large red circle in the center" --prompt "a small blue square in the top left" \
-		-n 2 --cfg-scale $$s --top-k 200 --no-progress || exit 1; done
+		--prompt "a large red circle in the center on a lavender background" \
+		--prompt "a small blue square in the top left on a mint background" \
+		--prompt "a large yellow star in the center on a beige background" \
+		-n 3 --cfg-scale $$s --top-k 200 --no-progress || exit 1; done
 	$(BIN)/tokalign generator probe --model $(DEMO_GEN_RUN)/model
 
 test: $(STAMP)
