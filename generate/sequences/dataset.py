@@ -103,6 +103,25 @@ def drop_caption(row: np.ndarray, caption_length: int, pad_id: int) -> np.ndarra
     return np.concatenate([row[:2], row[2 + caption_length:], np.full(caption_length, pad_id, dtype=row.dtype)])
 
 
+def swapped_caption_batch(sequences: Sequences, rows: Seq[int] | np.ndarray,
+                          donors: Seq[int] | np.ndarray) -> dict[str, torch.Tensor]:
+    """A batch of corpus ``rows``' image tokens, each after the caption of the matching ``donors`` row.
+
+    What a generator's image loss is when the caption says nothing about the image (a wrong caption of the same
+    kind); ``donors == rows`` gives the rows themselves. Text-to-image sequences only."""
+    layout = sequences.layout
+    rows, donors = np.asarray(rows, dtype=np.int64), np.asarray(donors, dtype=np.int64)
+    tokens = np.asarray(sequences.tokens[rows], dtype=np.int64)
+    images = np.stack([row[(row >= layout.image_offset) & (row < layout.special_offset)] for row in tokens])
+    lengths = np.asarray(sequences.caption_lengths[donors], dtype=np.int64)
+    donor_tokens = np.asarray(sequences.tokens[donors], dtype=np.int64)
+    captions = np.concatenate([row[2:2 + n] for row, n in zip(donor_tokens, lengths)]).astype(np.int64)
+    from tokalign.generate.sequences.build import pack_rows
+
+    packed = pack_rows(layout, sequences.seq_len, "text-to-image", captions, lengths, images - layout.image_offset)
+    return as_batch(packed.astype(np.int64), layout)
+
+
 def caption_batch(sequences: Sequences, rows: Seq[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Captions of corpus ``rows`` alone (no structure tokens): right-padded (B, Lmax) ids and attention mask.
 

@@ -102,3 +102,21 @@ def test_caption_batch_holds_the_captions_alone(sequences):
         n = int(sequences.caption_lengths[j])
         assert int(mask[j].sum()) == n
         assert ids[j, :n].tolist() == sequences.tokens[j, 2:2 + n].tolist()
+
+
+def test_swapped_caption_batch_keeps_the_images_and_moves_the_captions(sequences):
+    from tokalign.generate.sequences.dataset import swapped_caption_batch
+
+    rows = np.array([0, 1, 2, 3])
+    own = SequenceDataset(sequences, rows).batch(range(len(rows)))
+    assert torch.equal(swapped_caption_batch(sequences, rows, rows)["input_ids"], own["input_ids"])
+    donors = np.array([3, 0, 1, 2])
+    swapped = swapped_caption_batch(sequences, rows, donors)["input_ids"]
+    layout = sequences.layout
+    image = lambda ids: ids[(ids >= layout.image_offset) & (ids < layout.special_offset)]  # noqa: E731
+    captions, _ = caption_batch(sequences, donors)
+    for j in range(len(rows)):
+        assert torch.equal(image(swapped[j]), image(own["input_ids"][j]))
+        n = int(sequences.caption_lengths[donors[j]])
+        assert torch.equal(swapped[j, 2:2 + n], captions[j, :n])
+    assert not torch.equal(swapped, own["input_ids"])
