@@ -48,6 +48,7 @@ def base_config(config: ExperimentConfig, study: Study) -> GeneratorTrainConfig:
         keep = p.steps // checkpoints + 1
     optim = OptimConfig(steps=p.steps, batch_tokens=p.batch_sequences * data.seq_len, micro_batch=p.micro_batch,
                         lr=p.lr, warmup_steps=p.warmup_steps)
+    optim = replace(optim, **study.shared_optim)
     run = RunConfig(run_dir=config.out / ARMS, seed=config.seed, device=p.device, log_every=1,
                     eval_every=p.eval_every, eval_batches=p.eval_batches, checkpoint_every=checkpoints,
                     keep_checkpoints=keep, progress=config.progress)

@@ -65,3 +65,17 @@ def test_arm_overrides_go_through_the_generator_config(study_config):
     assert built["embeddings+norms+ffn"].model.init == "mean" and built["scratch"].model.init == "scratch"
     assert len({c.run.run_dir for c in built.values()}) == len(built)
     assert len({(c.optim, c.run.seed, c.data.seq_len, c.data.holdout) for c in built.values()}) == 1
+
+
+def test_forgetting_runs_the_whole_lm_at_the_papers_lr_in_any_preset(study_config):
+    """The small preset's 2 layers know nothing to forget, and the whole LM at its 3e-3 is knocked over, not taught."""
+    from tokalign.generate.experiment.arms import arm_config, base_config
+    from tokalign.generate.experiment.config import PRESETS
+    from tokalign.generate.experiment.studies import STUDIES
+
+    small = PRESETS["small"]
+    config = study_config(study="forgetting", arms=(), preset=small)
+    arm = arm_config(base_config(config, STUDIES["forgetting"]), STUDIES["forgetting"].arms[0], config.out, None)
+    assert arm.model.num_layers is None and arm.optim.lr == 3e-4
+    init = base_config(study_config(study="init", arms=(), preset=small), STUDIES["init"])
+    assert (init.optim.lr, init.model.num_layers) == (small.lr, small.num_layers) == (3e-3, 2)
