@@ -74,6 +74,8 @@ BAD = {
     "unknown preset": (lambda e: ["--init", "mean", "--train-only", "heads"], "--train-only"),
     "too-short seq-len": (lambda e: ["--init", "mean", "--seq-len", "20"], "--seq-len 20 is too short"),
     "global batch too small to split": (lambda e: ["--init", "mean", "--micro-batch", "0"], "--micro-batch"),
+    "caption dropout without captions": (lambda e: ["--init", "mean", "--mode", "image-only"],
+                                         "pass --caption-dropout 0"),
 }
 
 
