@@ -28,7 +28,7 @@ from tokalign.align.errors import TokalignError
 from tokalign.align.fit.split import make_split
 from tokalign.align.training.seeds import splitmix64
 from tokalign.generate.sequences.buckets import IGNORE, bucket_of
-from tokalign.generate.sequences.build import Sequences
+from tokalign.generate.sequences.build import Sequences, pack_rows
 
 IGNORE_INDEX = -100
 
@@ -116,8 +116,6 @@ def swapped_caption_batch(sequences: Sequences, rows: Seq[int] | np.ndarray,
     lengths = np.asarray(sequences.caption_lengths[donors], dtype=np.int64)
     donor_tokens = np.asarray(sequences.tokens[donors], dtype=np.int64)
     captions = np.concatenate([row[2:2 + n] for row, n in zip(donor_tokens, lengths)]).astype(np.int64)
-    from tokalign.generate.sequences.build import pack_rows
-
     packed = pack_rows(layout, sequences.seq_len, "text-to-image", captions, lengths, images - layout.image_offset)
     return as_batch(packed.astype(np.int64), layout)
 
